@@ -1,0 +1,65 @@
+"""openflash: `@remote` functions served as serverless endpoints on your own machine.
+
+Exports load lazily so `import runpod_flash` (and the `flash` CLI) start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "remote": "runpod_flash.remote",
+    "RemoteExecutionError": "runpod_flash.serialization",
+    **{
+        name: "runpod_flash.resources"
+        for name in (
+            "CpuInstanceType", "CpuLiveLoadBalancer", "CpuLiveServerless",
+            "CpuLoadBalancerSlsResource", "CpuServerlessEndpoint", "CudaVersion", "DataCenter",
+            "GpuGroup", "GpuType", "LiveLoadBalancer", "LiveServerless",
+            "LoadBalancerSlsResource", "NetworkVolume", "PodTemplate", "ServerlessEndpoint",
+            "ServerlessResource", "ServerlessScalerType", "ServerlessType",
+        )
+    },
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+if TYPE_CHECKING:
+    from runpod_flash.remote import remote
+    from runpod_flash.resources import (
+        CpuInstanceType,
+        CpuLiveLoadBalancer,
+        CpuLiveServerless,
+        CpuLoadBalancerSlsResource,
+        CpuServerlessEndpoint,
+        CudaVersion,
+        DataCenter,
+        GpuGroup,
+        GpuType,
+        LiveLoadBalancer,
+        LiveServerless,
+        LoadBalancerSlsResource,
+        NetworkVolume,
+        PodTemplate,
+        ServerlessEndpoint,
+        ServerlessResource,
+        ServerlessScalerType,
+        ServerlessType,
+    )
+    from runpod_flash.serialization import RemoteExecutionError
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runpod_flash' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

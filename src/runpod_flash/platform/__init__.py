@@ -1,0 +1,1 @@
+"""The embedded platform: control API, gateway, supervisor and store in one process."""

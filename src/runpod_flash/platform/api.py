@@ -1,0 +1,106 @@
+"""The control API: endpoints, status, shutdown, worker registration (all token-protected)."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from runpod_flash import __version__
+from runpod_flash.platform.supervisor import Supervisor
+
+Handler = Callable[[Request], Awaitable[Response]]
+_REQUIRED_SPEC_FIELDS = ("name", "type", "workersMin", "workersMax", "idleTimeout")
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def build_routes(
+    supervisor: Supervisor, token: str, request_shutdown: Callable[[], None]
+) -> list[Route]:
+    expected = f"Bearer {token}".encode()
+    started = time.time()
+
+    def protected(handler: Handler) -> Handler:
+        async def guarded(request: Request) -> Response:
+            supplied = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(supplied, expected):
+                return _error(401, "missing or invalid platform token (Authorization: Bearer)")
+            return await handler(request)
+
+        return guarded
+
+    async def json_body(request: Request) -> Any:
+        try:
+            return json.loads(await request.body())
+        except ValueError as exc:
+            raise ValueError(f"request body is not valid JSON: {exc}") from None
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    async def status(request: Request) -> Response:
+        return JSONResponse({
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - started, 1),
+            "gpus": supervisor.gpus.gpus,
+            "endpoints": supervisor.status(),
+        })
+
+    async def create_live_endpoint(request: Request) -> Response:
+        try:
+            spec = await json_body(request)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        if not isinstance(spec, dict):
+            return _error(422, "endpoint spec must be a JSON object")
+        missing = [name for name in _REQUIRED_SPEC_FIELDS if name not in spec]
+        if missing:
+            return _error(422, f"endpoint spec is missing {', '.join(missing)}")
+        endpoint = await supervisor.ensure_live_endpoint(spec)
+        return JSONResponse(endpoint.summary())
+
+    async def get_endpoint(request: Request) -> Response:
+        endpoint = supervisor.endpoints.get(request.path_params["endpoint_id"])
+        if endpoint is None:
+            return _error(404, f"Endpoint '{request.path_params['endpoint_id']}' not found")
+        return JSONResponse(endpoint.summary())
+
+    async def delete_endpoint(request: Request) -> Response:
+        endpoint_id = request.path_params["endpoint_id"]
+        if not await supervisor.remove_endpoint(endpoint_id):
+            return _error(404, f"Endpoint '{endpoint_id}' not found")
+        return JSONResponse({"deleted": endpoint_id})
+
+    async def shutdown(request: Request) -> Response:
+        request_shutdown()
+        return JSONResponse({"status": "stopping"})
+
+    async def worker_ready(request: Request) -> Response:
+        try:
+            port = int((await json_body(request))["port"])
+        except (ValueError, KeyError, TypeError):
+            return _error(422, "worker ready report needs a JSON body with an integer 'port'")
+        if not supervisor.mark_ready(request.path_params["worker_id"], port):
+            return _error(404, "unknown worker or worker not starting")
+        return JSONResponse({"ok": True})
+
+    return [
+        Route("/health", health),
+        Route("/api/v1/status", protected(status)),
+        Route("/api/v1/endpoints/live", protected(create_live_endpoint), methods=["POST"]),
+        Route("/api/v1/endpoints/{endpoint_id}", protected(get_endpoint)),
+        Route("/api/v1/endpoints/{endpoint_id}", protected(delete_endpoint), methods=["DELETE"]),
+        Route("/api/v1/shutdown", protected(shutdown), methods=["POST"]),
+        Route("/internal/workers/{worker_id}/ready", protected(worker_ready), methods=["POST"]),
+    ]

@@ -1,0 +1,28 @@
+"""The platform's ASGI app: the gateway's hot path first, the control API for the rest."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from starlette.applications import Starlette
+
+from runpod_flash.platform.api import build_routes
+from runpod_flash.platform.gateway import PREFIX, Gateway
+from runpod_flash.platform.supervisor import Supervisor
+
+
+class PlatformApp:
+    """Dispatches `/ep/...` straight to the gateway; everything else to Starlette routing."""
+
+    def __init__(
+        self, supervisor: Supervisor, token: str, request_shutdown: Callable[[], None]
+    ) -> None:
+        self.gateway = Gateway(supervisor, token)
+        self.control = Starlette(routes=build_routes(supervisor, token, request_shutdown))
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(PREFIX):
+            await self.gateway(scope, receive, send)
+        else:
+            await self.control(scope, receive, send)

@@ -1,0 +1,134 @@
+"""The SDK's side of the control API: find the platform, start it when nothing answers."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from runpod_flash import config
+from runpod_flash.stubs.transport import request
+
+START_TIMEOUT_S = 20.0
+PROBE_TIMEOUT_S = 2.0
+
+
+class PlatformError(RuntimeError):
+    """The platform refused a control request or could not be reached or started."""
+
+
+@dataclass(frozen=True)
+class Platform:
+    url: str
+    token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def call(
+        self, method: str, path: str, body: Any = None, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """One control API call; a non-2xx answer raises PlatformError with its message."""
+        payload = None if body is None else json.dumps(body).encode()
+        status, data = request(method, self.url + path, payload, self.auth, timeout)
+        try:
+            parsed = json.loads(data) if data else {}
+        except ValueError:
+            parsed = {"error": data[:500].decode(errors="replace")}
+        if status >= 300:
+            raise PlatformError(f"platform {method} {path} answered {status}: "
+                                f"{parsed.get('error', parsed)}")
+        return parsed
+
+
+def _token() -> str:
+    explicit = os.environ.get(config.ENV_PLATFORM_TOKEN)
+    if explicit:
+        return explicit
+    try:
+        return (config.flash_home() / "token").read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def _answers(url: str) -> bool:
+    try:
+        status, _ = request("GET", url + "/health", None, {}, PROBE_TIMEOUT_S)
+    except OSError:
+        return False
+    return status == 200
+
+
+def _published_url() -> str | None:
+    try:
+        return json.loads(config.platform_info_path().read_text())["url"]
+    except (FileNotFoundError, ValueError, KeyError):
+        return None
+
+
+def find_running() -> Platform | None:
+    """The platform at FLASH_PLATFORM_URL, or the one published in FLASH_HOME, if it answers."""
+    url = os.environ.get(config.ENV_PLATFORM_URL) or _published_url()
+    if url and _answers(url.rstrip("/")):
+        return Platform(url.rstrip("/"), _token())
+    return None
+
+
+def _log_tail(path: os.PathLike[str], lines: int = 15) -> str:
+    with contextlib.suppress(OSError):
+        with open(path, errors="replace") as handle:
+            return "".join(handle.readlines()[-lines:])
+    return ""
+
+
+def ensure_platform() -> Platform:
+    """A running platform; starts the embedded one (exactly one, even under races) if needed."""
+    running = find_running()
+    if running is not None:
+        return running
+    if os.environ.get(config.ENV_PLATFORM_URL):
+        raise ConnectionError(
+            f"No platform answers at {config.ENV_PLATFORM_URL}="
+            f"{os.environ[config.ENV_PLATFORM_URL]}; start it there or unset the variable "
+            "to use the embedded platform"
+        )
+    with open(config.platform_lock_path(), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second first-caller waits here, then finds ours
+        running = find_running()
+        if running is not None:
+            return running
+        return _start_embedded()
+
+
+def _start_embedded() -> Platform:
+    log_path = config.logs_dir() / "platform.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "runpod_flash.platform"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True, close_fds=True,
+        )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    info = config.platform_info_path()
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise PlatformError(
+                f"the embedded platform exited with code {process.returncode} while starting; "
+                f"log {log_path}:\n{_log_tail(log_path)}"
+            )
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            published = json.loads(info.read_text())
+            if published.get("pid") == process.pid:
+                return Platform(published["url"], _token())
+        time.sleep(0.01)
+    process.terminate()
+    raise PlatformError(
+        f"the embedded platform did not start within {START_TIMEOUT_S:.0f}s; log {log_path}"
+    )

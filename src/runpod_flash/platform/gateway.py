@@ -1,0 +1,163 @@
+"""The load-balanced data plane: `/ep/{endpoint_id}/{path}` proxied to a ready worker.
+
+A raw ASGI app rather than a routed one: this is the hot path, and it needs nothing but
+the endpoint id from the URL.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from runpod_flash.platform.supervisor import (
+    EndpointFailed,
+    NoWorkerAvailable,
+    Supervisor,
+    Worker,
+)
+
+logger = logging.getLogger("runpod_flash.platform")
+
+PREFIX = "/ep/"
+MAX_BODY_BYTES = 64 * 1024 * 1024
+COLD_START_WAIT_S = 60.0
+_HOP_BY_HOP = {
+    b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"host",
+    b"proxy-authorization", b"te", b"trailer", b"content-length",
+}
+
+Scope = dict[str, Any]
+
+
+async def send_json(send: Any, status: int, body: dict[str, Any], headers: Any = ()) -> None:
+    payload = json.dumps(body).encode()
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+            *headers,
+        ],
+    })
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def read_body(receive: Any, limit: int) -> bytes | None:
+    """The whole request body, or None when it is over `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+class Gateway:
+    def __init__(self, supervisor: Supervisor, token: str) -> None:
+        self.supervisor = supervisor
+        self._expected_auth = f"Bearer {token}".encode()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        endpoint_id, _, rest = scope["path"][len(PREFIX):].partition("/")
+        endpoint = self.supervisor.endpoints.get(endpoint_id)
+        if endpoint is None:
+            await send_json(send, 404, {"error": f"Endpoint '{endpoint_id}' not found"})
+            return
+        path = "/" + rest
+        headers = scope["headers"]
+        if endpoint.kind == "live" and path == "/execute" and not self._token_ok(headers):
+            await send_json(send, 401, {"error": "missing or invalid platform token"})
+            return
+        body = await read_body(receive, MAX_BODY_BYTES)
+        if body is None:
+            await send_json(send, 413, {"error": f"request body over {MAX_BODY_BYTES} bytes"})
+            return
+        await self._forward(endpoint, scope, path, headers, body, send)
+
+    def _token_ok(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        for name, value in headers:
+            if name == b"authorization":
+                return hmac.compare_digest(value, self._expected_auth)
+        return False
+
+    async def _forward(
+        self, endpoint: Any, scope: Scope, path: str, headers: Any, body: bytes, send: Any
+    ) -> None:
+        query = scope.get("query_string", b"").decode("latin-1")
+        forward_headers = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in headers if k.lower() not in _HOP_BY_HOP
+        ]
+        for attempt in (1, 2):
+            try:
+                worker = await self.supervisor.acquire(endpoint, COLD_START_WAIT_S)
+            except NoWorkerAvailable as exc:
+                await send_json(send, 503, {"error": str(exc)}, [(b"retry-after", b"1")])
+                return
+            except EndpointFailed as exc:
+                await send_json(send, 503, {"error": str(exc)})
+                return
+            try:
+                status, response_headers, payload = await self._request(
+                    worker, scope["method"], path, query, forward_headers, body
+                )
+            except aiohttp.ClientConnectorError:
+                self.supervisor.report_unreachable(worker)
+                if attempt == 1:  # nothing was sent: another worker may take it safely
+                    continue
+                await send_json(send, 502, {"error": f"worker {worker.id} is unreachable"})
+                return
+            except aiohttp.ClientError as exc:
+                self.supervisor.report_unreachable(worker)
+                await send_json(send, 502, {
+                    "error": f"worker {worker.id} failed while handling the request: {exc!r}"
+                })
+                return
+            finally:
+                self.supervisor.release(worker)
+            await send({
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*response_headers, (b"content-length", str(len(payload)).encode())],
+            })
+            await send({"type": "http.response.body", "body": payload})
+            return
+
+    async def _request(
+        self, worker: Worker, method: str, path: str, query: str, headers: Any, body: bytes
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        assert self._session is not None
+        url = URL(
+            f"http://127.0.0.1:{worker.port}{path}" + (f"?{query}" if query else ""), encoded=True
+        )
+        async with self._session.request(
+            method, url, data=body, headers=headers, allow_redirects=False
+        ) as response:
+            payload = await response.read()
+            response_headers = [
+                (k.lower(), v) for k, v in response.raw_headers if k.lower() not in _HOP_BY_HOP
+            ]
+            return response.status, response_headers, payload

@@ -1,0 +1,1 @@
+"""How the supervisor starts workers: local processes (default)."""

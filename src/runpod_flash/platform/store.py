@@ -1,0 +1,97 @@
+"""The platform's durable state: SQLite in WAL mode under `FLASH_HOME`.
+
+Only state changes are written (an endpoint created, a worker started or gone); the request
+path never touches the database.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS endpoints (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY,
+    endpoint_id TEXT NOT NULL,
+    pid INTEGER,
+    port INTEGER,
+    state TEXT NOT NULL,
+    log_path TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL
+);
+"""
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._db.execute(sql, params)
+
+    def save_endpoint(self, endpoint_id: str, name: str, kind: str, spec: dict[str, Any]) -> None:
+        now = time.time()
+        self._write(
+            "INSERT INTO endpoints (id, name, kind, spec, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+            "spec = excluded.spec, updated_at = excluded.updated_at",
+            (endpoint_id, name, kind, json.dumps(spec), now, now),
+        )
+
+    def delete_endpoint(self, endpoint_id: str) -> None:
+        self._write("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
+
+    def endpoints(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, name, kind, spec, created_at FROM endpoints"
+            ).fetchall()
+        return [
+            {"id": r[0], "name": r[1], "kind": r[2], "spec": json.loads(r[3]), "created_at": r[4]}
+            for r in rows
+        ]
+
+    def save_worker(
+        self, worker_id: str, endpoint_id: str, pid: int | None, state: str, log_path: str
+    ) -> None:
+        self._write(
+            "INSERT INTO workers (id, endpoint_id, pid, state, log_path, started_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET pid = excluded.pid, "
+            "state = excluded.state",
+            (worker_id, endpoint_id, pid, state, log_path, time.time()),
+        )
+
+    def update_worker(self, worker_id: str, state: str, port: int | None = None) -> None:
+        ended = time.time() if state in ("stopped", "dead") else None
+        self._write(
+            "UPDATE workers SET state = ?, port = COALESCE(?, port), ended_at = ? WHERE id = ?",
+            (state, port, ended, worker_id),
+        )
+
+    def mark_all_workers_gone(self) -> None:
+        """At start-up: workers of a previous platform run exit on their own (parent watch)."""
+        self._write(
+            "UPDATE workers SET state = 'dead', ended_at = ? WHERE ended_at IS NULL",
+            (time.time(),),
+        )

@@ -1,0 +1,150 @@
+"""Runs shipped functions: the heart of a live worker's `/execute`.
+
+Functions are cached by content hash, so a warm call skips unpickling code. Functions that
+came from one module of one caller share one namespace, as they would in the caller's
+process: a global set by one call (a loaded model, a users table) is there for the next
+call and for the module's other functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import traceback
+import types
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from runpod_flash import serialization
+from runpod_flash.runtime import output
+
+MAX_CACHED_FUNCTIONS = 1024
+MAX_NAMESPACES = 64
+
+
+class FunctionNotLoaded(LookupError):
+    """The worker has not seen this function yet; the caller resends it with its code."""
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    """One `/execute` call, as parsed from its JSON body."""
+
+    function_name: str
+    function_hash: str
+    session: str
+    args: str
+    function: str | None = None
+
+    @classmethod
+    def from_json(cls, body: Any) -> CallRequest:
+        if not isinstance(body, dict):
+            raise ValueError("Invalid request body: expected a JSON object")
+        missing = [k for k in ("function_name", "function_hash", "session", "args") if k not in body]
+        if missing:
+            raise ValueError(f"Invalid request body: missing {', '.join(missing)}")
+        return cls(
+            function_name=str(body["function_name"]),
+            function_hash=str(body["function_hash"]),
+            session=str(body["session"]),
+            args=str(body["args"]),
+            function=body.get("function"),
+        )
+
+
+def _rebind(func: types.FunctionType, namespace: dict[str, Any]) -> types.FunctionType:
+    """Move a function, and the same-module helpers it uses, onto a shared namespace.
+
+    Names already in the namespace win: they are the worker-side state of earlier calls.
+    """
+    module_name = func.__globals__.get("__name__")
+    rebound: dict[int, types.FunctionType] = {}
+
+    def adopt(old: types.FunctionType) -> types.FunctionType:
+        if old.__globals__ is namespace:
+            return old
+        if id(old) in rebound:
+            return rebound[id(old)]
+        new = types.FunctionType(
+            old.__code__, namespace, old.__name__, old.__defaults__, old.__closure__
+        )
+        new.__kwdefaults__ = old.__kwdefaults__
+        new.__qualname__ = old.__qualname__
+        new.__module__ = old.__module__
+        new.__doc__ = old.__doc__
+        new.__annotations__ = old.__annotations__
+        new.__dict__.update(old.__dict__)
+        rebound[id(old)] = new
+        for name, value in old.__globals__.items():
+            if name in namespace:
+                continue
+            if (
+                isinstance(value, types.FunctionType)
+                and value.__globals__.get("__name__") == module_name
+            ):
+                value = adopt(value)
+            namespace[name] = value
+        return new
+
+    return adopt(func)
+
+
+class FunctionStore:
+    """Loaded functions by (session, hash) and module namespaces by (session, module)."""
+
+    def __init__(self) -> None:
+        self._functions: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._namespaces: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
+
+    def get(self, request: CallRequest) -> Any:
+        key = (request.session, request.function_hash)
+        func = self._functions.get(key)
+        if func is not None:
+            self._functions.move_to_end(key)
+            return func
+        if request.function is None:
+            raise FunctionNotLoaded(request.function_hash)
+        func = self._load(request)
+        self._functions[key] = func
+        if len(self._functions) > MAX_CACHED_FUNCTIONS:
+            self._functions.popitem(last=False)
+        return func
+
+    def _load(self, request: CallRequest) -> Any:
+        func = serialization.decode(request.function or "")
+        if not isinstance(func, types.FunctionType):
+            return func
+        globals_ = func.__globals__
+        key = (request.session, str(globals_.get("__name__")), str(globals_.get("__file__")))
+        namespace = self._namespaces.get(key)
+        if namespace is None:
+            namespace = self._namespaces[key] = {}
+            if len(self._namespaces) > MAX_NAMESPACES:
+                self._namespaces.popitem(last=False)
+        return _rebind(func, namespace)
+
+
+async def execute(store: FunctionStore, request: CallRequest) -> dict[str, Any]:
+    """Run one call; returns the JSON response body (errors are results, not HTTP errors)."""
+    func = store.get(request)  # FunctionNotLoaded propagates: the caller resends the code
+    with output.capture() as captured:
+        try:
+            args, kwargs = serialization.decode(request.args)
+            if inspect.iscoroutinefunction(func):
+                value = await func(*args, **kwargs)
+            else:
+                value = await asyncio.to_thread(func, *args, **kwargs)
+                if inspect.isawaitable(value):
+                    value = await value
+            result = serialization.encode(value)
+        except Exception as exc:
+            return {
+                "success": False,
+                "error": str(exc),
+                "error_type": type(exc).__qualname__,
+                "exception": serialization.encode_exception(exc),
+                "traceback": traceback.format_exc(),
+                "output": captured,
+            }
+    return {"success": True, "result": result, "output": captured}

@@ -1,0 +1,69 @@
+"""Serving a worker app: bind a free loopback port, tell the platform, exit with the parent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import urllib.request
+
+import uvicorn
+from starlette.applications import Starlette
+
+from runpod_flash import config
+
+logger = logging.getLogger("runpod_flash.runtime")
+
+PARENT_CHECK_INTERVAL_S = 1.0
+
+
+def _report_ready(platform_url: str, token: str, worker_id: str, port: int) -> None:
+    request = urllib.request.Request(
+        f"{platform_url}/internal/workers/{worker_id}/ready",
+        data=json.dumps({"port": port, "pid": os.getpid()}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+
+
+async def _exit_with_parent(server: uvicorn.Server) -> None:
+    """A worker whose platform died (kill -9 included) must not linger as an orphan."""
+    parent = os.getppid()
+    while not server.should_exit:
+        await asyncio.sleep(PARENT_CHECK_INTERVAL_S)
+        if os.getppid() != parent:
+            logger.warning("platform process %s went away; worker exiting", parent)
+            server.should_exit = True
+
+
+async def serve(app: Starlette) -> None:
+    """Serve `app` on 127.0.0.1 and register with the platform once it accepts connections."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((config.PLATFORM_HOST, int(os.environ.get("FLASH_WORKER_PORT", "0"))))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=600
+        )
+    )
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.005)
+    app.state.worker.ready = True
+    platform_url = os.environ.get(config.ENV_PLATFORM_URL)
+    if platform_url:
+        await asyncio.to_thread(
+            _report_ready,
+            platform_url,
+            os.environ.get(config.ENV_PLATFORM_TOKEN, ""),
+            os.environ.get(config.ENV_WORKER_ID, ""),
+            port,
+        )
+    watcher = asyncio.create_task(_exit_with_parent(server))
+    await serving
+    watcher.cancel()
