@@ -176,7 +176,11 @@ class RemoteFunction:
 
         if not self.resource.is_live:
             raise ValueError("Endpoint URL not available - endpoint may not be deployed")
-        endpoint = live.endpoint_for(self.resource, self.dependencies, self.system_dependencies)
+        code = self.func.__code__
+        endpoint = live.endpoint_for(
+            self.resource, self.dependencies, self.system_dependencies,
+            (code.co_filename, code.co_firstlineno),
+        )
         return live.call(
             endpoint, self.shipped, self.func.__name__, self.func.__module__,
             self.resource.execution_timeout_s, args, kwargs,

@@ -24,9 +24,9 @@ from typing import Any
 
 from uv import find_uv_bin
 
-INSTALL_TIMEOUT_S = 600
-VENV_TIMEOUT_S = 120
-APT_TIMEOUT_S = 300
+_INSTALL_TIMEOUT_S = 600
+_VENV_TIMEOUT_S = 120
+_APT_TIMEOUT_S = 300
 
 # Debian package or command names; anything else could smuggle options into apt-get as root.
 _SYSTEM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9+._:-]*")
@@ -142,7 +142,7 @@ async def _build(
     try:
         ok, tail = await _run(
             [uv, "venv", "--relocatable", "--python", base_python, str(tmp)],
-            progress, VENV_TIMEOUT_S, env,
+            progress, _VENV_TIMEOUT_S, env,
         )
         if not ok:
             raise DependencyInstallError(
@@ -152,7 +152,7 @@ async def _build(
         await _layer_on_base(base_python, tmp)
         ok, tail = await _run(
             [uv, "pip", "install", "--python", str(tmp / "bin" / "python"), "--", *deps],
-            progress, INSTALL_TIMEOUT_S, env,
+            progress, _INSTALL_TIMEOUT_S, env,
         )
         if not ok:
             raise DependencyInstallError(
@@ -224,10 +224,10 @@ async def _apt_get_install(
     """apt-get install, fetching package lists first on images that ship without them."""
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     if not any(Path("/var/lib/apt/lists").glob("*_Packages*")):
-        await _run(["apt-get", "update"], progress, APT_TIMEOUT_S, env)
+        await _run(["apt-get", "update"], progress, _APT_TIMEOUT_S, env)
     return await _run(
         ["apt-get", "install", "-y", "--no-install-recommends", *names],
-        progress, APT_TIMEOUT_S, env,
+        progress, _APT_TIMEOUT_S, env,
     )
 
 

@@ -44,9 +44,14 @@ class LiveEndpoint:
     """The platform endpoint serving one resource with one dependency set, provisioned once."""
 
     def __init__(
-        self, resource: ServerlessResource, dependencies: list[str], system_dependencies: list[str]
+        self,
+        resource: ServerlessResource,
+        dependencies: list[str],
+        system_dependencies: list[str],
+        origin: tuple[str, int],
     ) -> None:
         self.name = resource.name
+        self.origin = origin  # where warnings point: the first decorated function using it
         self.spec = {
             **resource.platform_spec(),
             "dependencies": sorted(dependencies),
@@ -89,7 +94,7 @@ class LiveEndpoint:
                 summary.get("error") or f"Endpoint '{self.name}' is {summary['status']}"
             )
         if summary.get("warning"):
-            warnings.warn(summary["warning"], GpuFallbackWarning, stacklevel=5)
+            warnings.warn_explicit(summary["warning"], GpuFallbackWarning, *self.origin)
         return platform, platform.url + summary["path"]
 
     def _show_progress(self, lines: list[str], shown: int) -> int:
@@ -104,13 +109,18 @@ _endpoints_lock = threading.Lock()
 
 
 def endpoint_for(
-    resource: ServerlessResource, dependencies: list[str], system_dependencies: list[str]
+    resource: ServerlessResource,
+    dependencies: list[str],
+    system_dependencies: list[str],
+    origin: tuple[str, int],
 ) -> LiveEndpoint:
+    """The one LiveEndpoint of this process for a resource config and dependency set."""
     key = (resource.config_hash, tuple(sorted(dependencies)), tuple(sorted(system_dependencies)))
     with _endpoints_lock:
         endpoint = _endpoints.get(key)
         if endpoint is None:
-            endpoint = _endpoints[key] = LiveEndpoint(resource, dependencies, system_dependencies)
+            endpoint = LiveEndpoint(resource, dependencies, system_dependencies, origin)
+            _endpoints[key] = endpoint
         return endpoint
 
 

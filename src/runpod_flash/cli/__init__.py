@@ -1,0 +1,1 @@
+"""The `flash` command line."""

@@ -1,0 +1,106 @@
+"""`flash platform start|status|stop`: the embedded platform's life cycle."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from runpod_flash.platform import client
+
+app = typer.Typer(help="Start, inspect and stop the embedded platform.", no_args_is_help=True)
+console = Console()
+
+STOP_TIMEOUT_S = 30.0
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+@app.command()
+def start(
+    foreground: bool = typer.Option(
+        False, "--foreground", help="Run in this terminal instead of in the background."
+    ),
+) -> None:
+    """Start the platform (bound to 127.0.0.1) unless one is already running."""
+    if foreground:
+        from runpod_flash.platform.server import AlreadyRunning, run
+
+        try:
+            run()
+        except AlreadyRunning as exc:
+            _fail(str(exc))
+        return
+    already = client.find_running()
+    try:
+        platform = already or client.ensure_platform()
+    except (client.PlatformError, ConnectionError) as exc:
+        _fail(str(exc))
+    state = "already running" if already else "started"
+    console.print(f"platform {state} at [bold]{platform.url}[/bold]")
+
+
+def _connect() -> client.Platform:
+    platform = client.find_running()
+    if platform is None:
+        _fail("no platform is running; start one with `flash platform start`")
+    return platform
+
+
+@app.command()
+def status(
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """Show the platform, its endpoints and their workers."""
+    platform = _connect()
+    try:
+        info = platform.call("GET", "/api/v1/status")
+    except client.PlatformError as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps({"url": platform.url, **info}, indent=2))
+        return
+    console.print(
+        f"platform [bold]{platform.url}[/bold]  pid {info['pid']}  up {info['uptime_s']}s  "
+        f"GPUs: {', '.join(info['gpus']) or 'none'}"
+    )
+    table = Table("endpoint", "name", "type", "status", "workers", "URL")
+    for endpoint in info["endpoints"]:
+        states = [w["state"] for w in endpoint["workers"]]
+        workers = f"{states.count('ready')} ready, {states.count('starting')} starting"
+        table.add_row(
+            endpoint["id"], endpoint["name"], f"{endpoint['kind']} {endpoint['type']}",
+            endpoint["status"] if not endpoint["error"] else f"failed: {endpoint['error']}",
+            workers, platform.url + endpoint["path"],
+        )
+    console.print(table)
+
+
+@app.command()
+def stop() -> None:
+    """Stop the platform and every worker it started."""
+    platform = client.find_running()
+    if platform is None:
+        console.print("no platform is running")
+        return
+    try:
+        pid = platform.call("GET", "/api/v1/status")["pid"]
+        platform.call("POST", "/api/v1/shutdown")
+    except client.PlatformError as exc:
+        _fail(str(exc))
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            console.print(f"platform {pid} stopped")
+            return
+        time.sleep(0.05)
+    _fail(f"platform {pid} did not stop within {STOP_TIMEOUT_S:.0f}s")
