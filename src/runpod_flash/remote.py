@@ -176,10 +176,10 @@ class RemoteFunction:
 
         if not self.resource.is_live:
             raise ValueError("Endpoint URL not available - endpoint may not be deployed")
-        code = self.func.__code__
+        code = getattr(self.func, "__code__", None)
+        origin = (code.co_filename, code.co_firstlineno) if code else ("<remote>", 0)
         endpoint = live.endpoint_for(
-            self.resource, self.dependencies, self.system_dependencies,
-            (code.co_filename, code.co_firstlineno),
+            self.resource, self.dependencies, self.system_dependencies, origin
         )
         return live.call(
             endpoint, self.shipped, self.func.__name__, self.func.__module__,

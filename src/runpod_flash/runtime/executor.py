@@ -27,6 +27,26 @@ class FunctionNotLoaded(LookupError):
     """The worker has not seen this function yet; the caller resends it with its code."""
 
 
+_PLUMBING_MODULES = ("runpod_flash.runtime", "asyncio", "concurrent.futures", "threading")
+
+
+def format_remote_traceback(exc: BaseException) -> str:
+    """The user's frames only, under their real file names (cloudpickle hides them)."""
+    frames = []
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        if str(frame.f_globals.get("__name__", "")).startswith(_PLUMBING_MODULES):
+            continue
+        filename = frame.f_code.co_filename
+        if filename == "<dynamic-code>":
+            filename = frame.f_globals.get("__file__") or filename
+        frames.append(traceback.FrameSummary(filename, lineno, frame.f_code.co_name))
+    return (
+        "Traceback (most recent call last):\n"
+        + "".join(traceback.StackSummary.from_list(frames).format())
+        + "".join(traceback.format_exception_only(type(exc), exc))
+    )
+
+
 @dataclass(frozen=True)
 class CallRequest:
     """One `/execute` call, as parsed from its JSON body."""
@@ -144,7 +164,7 @@ async def execute(store: FunctionStore, request: CallRequest) -> dict[str, Any]:
                 "error": str(exc),
                 "error_type": type(exc).__qualname__,
                 "exception": serialization.encode_exception(exc),
-                "traceback": traceback.format_exc(),
+                "traceback": format_remote_traceback(exc),
                 "output": captured,
             }
     return {"success": True, "result": result, "output": captured}
