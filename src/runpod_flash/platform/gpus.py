@@ -46,8 +46,8 @@ class GpuAllocator:
                 f"has {len(self.gpus)} ({', '.join(self.gpus)}); lower gpuCount to at most "
                 f"{len(self.gpus)}."
             )
-        chosen = sorted(self.gpus, key=lambda gpu: (self._users[gpu], self.gpus.index(gpu)))
-        chosen = chosen[:count]
+        least_used = sorted(self.gpus, key=lambda gpu: (self._users[gpu], self.gpus.index(gpu)))
+        chosen = sorted(least_used[:count], key=self.gpus.index)
         self._users.update(chosen)
         return chosen
 
