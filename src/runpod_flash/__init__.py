@@ -10,22 +10,34 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
+__all__ = [
+    "CpuInstanceType",
+    "CpuLiveLoadBalancer",
+    "CpuLiveServerless",
+    "CpuLoadBalancerSlsResource",
+    "CpuServerlessEndpoint",
+    "CudaVersion",
+    "DataCenter",
+    "GpuGroup",
+    "GpuType",
+    "LiveLoadBalancer",
+    "LiveServerless",
+    "LoadBalancerSlsResource",
+    "NetworkVolume",
+    "PodTemplate",
+    "RemoteExecutionError",
+    "ServerlessEndpoint",
+    "ServerlessResource",
+    "ServerlessScalerType",
+    "ServerlessType",
+    "__version__",
+    "remote",
+]
+
+_SPECIAL_HOMES = {
     "remote": "runpod_flash.remote",
     "RemoteExecutionError": "runpod_flash.serialization",
-    **{
-        name: "runpod_flash.resources"
-        for name in (
-            "CpuInstanceType", "CpuLiveLoadBalancer", "CpuLiveServerless",
-            "CpuLoadBalancerSlsResource", "CpuServerlessEndpoint", "CudaVersion", "DataCenter",
-            "GpuGroup", "GpuType", "LiveLoadBalancer", "LiveServerless",
-            "LoadBalancerSlsResource", "NetworkVolume", "PodTemplate", "ServerlessEndpoint",
-            "ServerlessResource", "ServerlessScalerType", "ServerlessType",
-        )
-    },
 }
-
-__all__ = ["__version__", *sorted(_EXPORTS)]
 
 if TYPE_CHECKING:
     from runpod_flash.remote import remote
@@ -53,9 +65,9 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    if name not in __all__:
         raise AttributeError(f"module 'runpod_flash' has no attribute '{name}'")
+    module = _SPECIAL_HOMES.get(name, "runpod_flash.resources")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

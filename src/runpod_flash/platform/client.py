@@ -82,9 +82,8 @@ def find_running() -> Platform | None:
 
 
 def _log_tail(path: os.PathLike[str], lines: int = 15) -> str:
-    with contextlib.suppress(OSError):
-        with open(path, errors="replace") as handle:
-            return "".join(handle.readlines()[-lines:])
+    with contextlib.suppress(OSError), open(path, errors="replace") as handle:
+        return "".join(handle.readlines()[-lines:])
     return ""
 
 

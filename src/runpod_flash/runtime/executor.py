@@ -61,7 +61,8 @@ class CallRequest:
     def from_json(cls, body: Any) -> CallRequest:
         if not isinstance(body, dict):
             raise ValueError("Invalid request body: expected a JSON object")
-        missing = [k for k in ("function_name", "function_hash", "session", "args") if k not in body]
+        required = ("function_name", "function_hash", "session", "args")
+        missing = [name for name in required if name not in body]
         if missing:
             raise ValueError(f"Invalid request body: missing {', '.join(missing)}")
         return cls(

@@ -11,7 +11,6 @@ import http.client
 import threading
 from urllib.parse import urlsplit
 
-
 _local = threading.local()
 # A server may close an idle keep-alive connection just as we reuse it: the request was not
 # processed, so sending it again on a fresh connection is safe.
