@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -114,6 +115,8 @@ def _start_embedded() -> Platform:
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             start_new_session=True, close_fds=True,
         )
+    # Reap it whenever it exits, so `flash platform stop` from this process sees it gone.
+    threading.Thread(target=process.wait, name="flash-platform-reaper", daemon=True).start()
     deadline = time.monotonic() + START_TIMEOUT_S
     info = config.platform_info_path()
     while time.monotonic() < deadline:

@@ -11,15 +11,8 @@ import json
 import logging
 from typing import Any
 
-import aiohttp
-from yarl import URL
-
-from runpod_flash.platform.supervisor import (
-    EndpointFailed,
-    NoWorkerAvailable,
-    Supervisor,
-    Worker,
-)
+from runpod_flash.platform.supervisor import EndpointFailed, NoWorkerAvailable, Supervisor
+from runpod_flash.platform.upstream import UpstreamPool
 
 logger = logging.getLogger("runpod_flash.platform")
 
@@ -67,18 +60,10 @@ class Gateway:
     def __init__(self, supervisor: Supervisor, token: str) -> None:
         self.supervisor = supervisor
         self._expected_auth = f"Bearer {token}".encode()
-        self._session: aiohttp.ClientSession | None = None
+        self.upstream = UpstreamPool()
 
-    async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
-            auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+    def close(self) -> None:
+        self.upstream.close()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         endpoint_id, _, rest = scope["path"][len(PREFIX):].partition("/")
@@ -106,11 +91,11 @@ class Gateway:
     async def _forward(
         self, endpoint: Any, scope: Scope, path: str, headers: Any, body: bytes, send: Any
     ) -> None:
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        target = "/" + raw_path.decode("latin-1")[len(PREFIX):].partition("/")[2]
         query = scope.get("query_string", b"").decode("latin-1")
-        forward_headers = [
-            (k.decode("latin-1"), v.decode("latin-1"))
-            for k, v in headers if k.lower() not in _HOP_BY_HOP
-        ]
+        target += f"?{query}" if query else ""
+        forward_headers = [(k, v) for k, v in headers if k not in _HOP_BY_HOP]
         for attempt in (1, 2):
             try:
                 worker = await self.supervisor.acquire(endpoint, COLD_START_WAIT_S)
@@ -121,43 +106,29 @@ class Gateway:
                 await send_json(send, 503, {"error": str(exc)})
                 return
             try:
-                status, response_headers, payload = await self._request(
-                    worker, scope["method"], path, query, forward_headers, body
+                status, response_headers, payload = await self.upstream.request(
+                    worker.port or 0, scope["method"], target, forward_headers, body
                 )
-            except aiohttp.ClientConnectorError:
+            except ConnectionRefusedError:
                 self.supervisor.report_unreachable(worker)
+                self.upstream.forget(worker.port or 0)
                 if attempt == 1:  # nothing was sent: another worker may take it safely
                     continue
                 await send_json(send, 502, {"error": f"worker {worker.id} is unreachable"})
                 return
-            except aiohttp.ClientError as exc:
+            except OSError as exc:
                 self.supervisor.report_unreachable(worker)
+                self.upstream.forget(worker.port or 0)
                 await send_json(send, 502, {
-                    "error": f"worker {worker.id} failed while handling the request: {exc!r}"
+                    "error": f"worker {worker.id} failed while handling the request: {exc}"
                 })
                 return
             finally:
                 self.supervisor.release(worker)
+            response_headers = [(k, v) for k, v in response_headers if k not in _HOP_BY_HOP]
+            response_headers.append((b"content-length", str(len(payload)).encode()))
             await send({
-                "type": "http.response.start",
-                "status": status,
-                "headers": [*response_headers, (b"content-length", str(len(payload)).encode())],
+                "type": "http.response.start", "status": status, "headers": response_headers
             })
             await send({"type": "http.response.body", "body": payload})
             return
-
-    async def _request(
-        self, worker: Worker, method: str, path: str, query: str, headers: Any, body: bytes
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        assert self._session is not None
-        url = URL(
-            f"http://127.0.0.1:{worker.port}{path}" + (f"?{query}" if query else ""), encoded=True
-        )
-        async with self._session.request(
-            method, url, data=body, headers=headers, allow_redirects=False
-        ) as response:
-            payload = await response.read()
-            response_headers = [
-                (k.lower(), v) for k, v in response.raw_headers if k.lower() not in _HOP_BY_HOP
-            ]
-            return response.status, response_headers, payload

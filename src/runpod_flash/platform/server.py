@@ -118,7 +118,6 @@ async def serve() -> None:
 
     app = PlatformApp(supervisor, token, request_shutdown)
     server.config.app = app
-    await app.gateway.start()
     supervisor.start()
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not serving.done():
@@ -135,7 +134,7 @@ async def serve() -> None:
             if json.loads(info.read_text()).get("pid") == os.getpid():
                 info.unlink()
         await supervisor.shutdown()
-        await app.gateway.close()
+        app.gateway.close()
         store.close()
         lock.close()
 

@@ -27,14 +27,15 @@ class FunctionNotLoaded(LookupError):
     """The worker has not seen this function yet; the caller resends it with its code."""
 
 
-_PLUMBING_MODULES = ("runpod_flash.runtime", "asyncio", "concurrent.futures", "threading")
+_PLUMBING_ROOTS = {"asyncio", "concurrent", "threading"}
 
 
 def format_remote_traceback(exc: BaseException) -> str:
     """The user's frames only, under their real file names (cloudpickle hides them)."""
     frames = []
     for frame, lineno in traceback.walk_tb(exc.__traceback__):
-        if str(frame.f_globals.get("__name__", "")).startswith(_PLUMBING_MODULES):
+        module = str(frame.f_globals.get("__name__", ""))
+        if module.split(".")[0] in _PLUMBING_ROOTS or module.startswith("runpod_flash.runtime"):
             continue
         filename = frame.f_code.co_filename
         if filename == "<dynamic-code>":
