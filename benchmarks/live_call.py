@@ -80,12 +80,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def bare_uvicorn_samples(count: int) -> list[float]:
-    from runpod_flash.stubs.transport import request
+class BareUvicorn:
+    """A bare uvicorn app in its own process: the round trip our live call is compared to."""
 
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-c", BARE_APP, str(port)])
-    try:
+    BODY = b'{"function_name": "noop", "args": "gASVBwAAAAAAAAApfZSGlC4="}'
+
+    def __enter__(self) -> Callable[[], object]:
+        from runpod_flash.stubs.transport import request
+
+        port = free_port()
+        self.server = subprocess.Popen([sys.executable, "-c", BARE_APP, str(port)])
         url = f"http://127.0.0.1:{port}/"
         deadline = time.monotonic() + 15
         while True:
@@ -96,12 +100,11 @@ def bare_uvicorn_samples(count: int) -> list[float]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        body = b'{"function_name": "noop", "args": "gASVBwAAAAAAAAApfZSGlC4="}'
-        timed(lambda: request("POST", url, body, {}, 5), count // 10)
-        return timed(lambda: request("POST", url, body, {}, 5), count)
-    finally:
-        server.terminate()
-        server.wait(10)
+        return lambda: request("POST", url, self.BODY, {}, 5)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.terminate()
+        self.server.wait(10)
 
 
 def stop_platform(env: dict[str, str]) -> None:
@@ -138,19 +141,23 @@ def main() -> None:
         return None
 
     noop()  # starts the platform and the worker
-    warm_sync = timed(noop, options.calls // 10) and timed(noop, options.calls)
+    loop = asyncio.new_event_loop()
 
-    async def async_samples() -> list[float]:
-        await anoop()
-        samples = []
-        for _ in range(options.calls):
-            started = time.perf_counter()
-            await anoop()
-            samples.append((time.perf_counter() - started) * 1000)
-        return samples
+    def anoop_blocking() -> None:
+        loop.run_until_complete(anoop())
 
-    warm_async = asyncio.run(async_samples())
-    bare = bare_uvicorn_samples(options.calls)
+    warm_sync: list[float] = []
+    warm_async: list[float] = []
+    bare: list[float] = []
+    rounds = 10  # interleaved, so drift on a noisy machine hits all three series alike
+    with BareUvicorn() as bare_post:
+        for call in (noop, anoop_blocking, bare_post):  # warm-up, discarded
+            timed(call, options.calls // 10)
+        for _ in range(rounds):
+            warm_sync += timed(noop, options.calls // rounds)
+            warm_async += timed(anoop_blocking, options.calls // rounds)
+            bare += timed(bare_post, options.calls // rounds)
+    loop.close()
 
     cold_api = CpuLiveLoadBalancer(name="bench-no-worker")
 

@@ -132,6 +132,7 @@ class RemoteFunction:
         self.accelerate_downloads = accelerate_downloads
         self.is_async = inspect.iscoroutinefunction(func)
         self._shipped: tuple[str, str] | None = None
+        self._live_endpoint: Any = None  # stubs.live.LiveEndpoint, looked up on first call
         self._ship_lock = threading.Lock()
         self.__remote_config__ = {
             "resource_config": resource,
@@ -176,13 +177,14 @@ class RemoteFunction:
 
         if not self.resource.is_live:
             raise ValueError("Endpoint URL not available - endpoint may not be deployed")
-        code = getattr(self.func, "__code__", None)
-        origin = (code.co_filename, code.co_firstlineno) if code else ("<remote>", 0)
-        endpoint = live.endpoint_for(
-            self.resource, self.dependencies, self.system_dependencies, origin
-        )
+        if self._live_endpoint is None:
+            code = getattr(self.func, "__code__", None)
+            origin = (code.co_filename, code.co_firstlineno) if code else ("<remote>", 0)
+            self._live_endpoint = live.endpoint_for(
+                self.resource, self.dependencies, self.system_dependencies, origin
+            )
         return live.call(
-            endpoint, self.shipped, self.func.__name__, self.func.__module__,
+            self._live_endpoint, self.shipped, self.func.__name__, self.func.__module__,
             self.resource.execution_timeout_s, args, kwargs,
         )
 

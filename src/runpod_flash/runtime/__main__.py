@@ -11,7 +11,7 @@ from runpod_flash import config
 
 def main() -> None:
     from runpod_flash.runtime import output
-    from runpod_flash.runtime.app import create_live_app
+    from runpod_flash.runtime.app import LiveWorkerApp
     from runpod_flash.runtime.server import serve
 
     token = os.environ.get(config.ENV_PLATFORM_TOKEN)
@@ -19,7 +19,7 @@ def main() -> None:
         sys.exit(f"runpod_flash.runtime: {config.ENV_PLATFORM_TOKEN} is not set; "
                  "workers are started by the platform, which sets it")
     output.install()
-    app = create_live_app(token)
+    app = LiveWorkerApp(token)
     try:
         import uvloop
 

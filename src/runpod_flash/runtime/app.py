@@ -1,15 +1,14 @@
-"""The live worker's ASGI app: `/ping` and the token-protected `/execute`."""
+"""The live worker's ASGI app: `/ping` and the token-protected `/execute`.
+
+Two fixed routes on the hot path of every live call: a plain ASGI callable, no router.
+"""
 
 from __future__ import annotations
 
 import hmac
 import json
 import logging
-
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from typing import Any
 
 from runpod_flash.runtime.executor import CallRequest, FunctionNotLoaded, FunctionStore, execute
 
@@ -18,52 +17,79 @@ logger = logging.getLogger("runpod_flash.runtime")
 MAX_EXECUTE_BODY = 64 * 1024 * 1024
 
 
-class _State:
-    """Readiness flag flipped once the worker can serve (`/ping` says 204 until then)."""
-
-    ready = False
-
-
-def _authorized(request: Request, token: str) -> bool:
-    supplied = request.headers.get("authorization", "")
-    return hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode())
+async def _respond(send: Any, status: int, body: Any = None) -> None:
+    payload = b"" if body is None else json.dumps(body).encode()
+    headers = [(b"content-length", str(len(payload)).encode())]
+    if body is not None:
+        headers.append((b"content-type", b"application/json"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
 
 
-def create_live_app(token: str) -> Starlette:
-    """A worker that runs functions shipped by `@remote` callers holding the platform token."""
-    store = FunctionStore()
-    state = _State()
+async def _read_body(receive: Any) -> bytes | None:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_EXECUTE_BODY:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
 
-    async def ping(request: Request) -> Response:
-        if not state.ready:
-            return Response(status_code=204)
-        return JSONResponse({"status": "healthy"})
 
-    async def execute_endpoint(request: Request) -> Response:
-        if not _authorized(request, token):
-            return JSONResponse({"error": "missing or invalid platform token"}, status_code=401)
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > MAX_EXECUTE_BODY:
-            return JSONResponse({"error": "request body too large"}, status_code=413)
+class LiveWorkerApp:
+    """Runs functions shipped by `@remote` callers that hold the platform token."""
+
+    def __init__(self, token: str) -> None:
+        self.ready = False  # /ping answers 204 until the server accepts connections
+        self._expected_auth = f"Bearer {token}".encode()
+        self._store = FunctionStore()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        if path == "/ping" and method in ("GET", "HEAD"):
+            if self.ready:
+                await _respond(send, 200, {"status": "healthy"})
+            else:
+                await _respond(send, 204)
+        elif path == "/execute" and method == "POST":
+            await self._execute(scope, receive, send)
+        elif path in ("/ping", "/execute"):
+            await _respond(send, 405, {"error": f"{method} not allowed on {path}"})
+        else:
+            await _respond(send, 404, {"error": f"{path} not found on a live worker"})
+
+    def _authorized(self, scope: dict[str, Any]) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                return hmac.compare_digest(value, self._expected_auth)
+        return False
+
+    async def _execute(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if not self._authorized(scope):
+            await _respond(send, 401, {"error": "missing or invalid platform token"})
+            return
+        body = await _read_body(receive)
+        if body is None:
+            await _respond(send, 413, {"error": f"request body over {MAX_EXECUTE_BODY} bytes"})
+            return
         try:
-            call = CallRequest.from_json(json.loads(await request.body()))
+            call = CallRequest.from_json(json.loads(body))
         except (ValueError, TypeError) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            await _respond(send, 400, {"error": str(exc)})
+            return
         try:
-            body = await execute(store, call)
+            result = await execute(self._store, call)
         except FunctionNotLoaded:
-            return JSONResponse(
-                {"error": "function not loaded", "code": "function_not_loaded"}, status_code=409
-            )
+            await _respond(send, 409, {"error": "function not loaded", "code": "not_loaded"})
+            return
         except Exception as exc:  # unpickling the function itself failed
             logger.exception("cannot load function %s", call.function_name)
-            return JSONResponse(
-                {"error": f"Cannot load function '{call.function_name}': {exc}"}, status_code=400
-            )
-        return Response(json.dumps(body), media_type="application/json")
-
-    app = Starlette(
-        routes=[Route("/ping", ping), Route("/execute", execute_endpoint, methods=["POST"])]
-    )
-    app.state.worker = state
-    return app
+            message = f"Cannot load function '{call.function_name}': {exc}"
+            await _respond(send, 400, {"error": message})
+            return
+        await _respond(send, 200, result)

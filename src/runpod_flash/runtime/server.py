@@ -10,9 +10,9 @@ import socket
 import urllib.request
 
 import uvicorn
-from starlette.applications import Starlette
 
 from runpod_flash import config
+from runpod_flash.runtime.app import LiveWorkerApp
 
 logger = logging.getLogger("runpod_flash.runtime")
 
@@ -40,7 +40,7 @@ async def _exit_with_parent(server: uvicorn.Server) -> None:
             server.should_exit = True
 
 
-async def serve(app: Starlette) -> None:
+async def serve(app: LiveWorkerApp) -> None:
     """Serve `app` on 127.0.0.1 and register with the platform once it accepts connections."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -54,7 +54,7 @@ async def serve(app: Starlette) -> None:
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not serving.done():
         await asyncio.sleep(0.005)
-    app.state.worker.ready = True
+    app.ready = True
     platform_url = os.environ.get(config.ENV_PLATFORM_URL)
     if platform_url:
         await asyncio.to_thread(
