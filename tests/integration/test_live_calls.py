@@ -209,3 +209,19 @@ def test_unreachable_platform_is_a_connection_error_naming_the_url() -> None:
     assert "ConnectionError: No platform answers at FLASH_PLATFORM_URL=http://127.0.0.1:9" in (
         result.stdout
     ), result.stderr
+
+
+def test_function_that_cannot_be_pickled_is_a_clear_error_before_sending() -> None:
+    lock = threading.Lock()
+
+    @remote(api, method="POST", path="/locked")
+    def uses_lock() -> bool:
+        return lock.locked()
+
+    with pytest.raises(Exception, match=r"cannot be shipped to a worker.*module level"):
+        uses_lock()
+
+
+def test_wrong_arguments_raise_the_remote_type_error() -> None:
+    with pytest.raises(TypeError, match="argument"):
+        greet()  # type: ignore[call-arg]

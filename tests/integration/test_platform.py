@@ -176,3 +176,28 @@ def test_cli_platform_start_status_stop(fresh_home: Path) -> None:
     assert not pid_alive(status["pid"])
     missing = flash("platform", "status")
     assert missing.returncode == 1 and "no platform is running" in missing.stdout
+
+
+KILLED_PLATFORM = """
+import os, signal, json, time
+from runpod_flash import CpuLiveLoadBalancer, remote
+from runpod_flash.platform.client import find_running
+api = CpuLiveLoadBalancer(name="survivor")
+@remote(api, method="GET", path="/pid")
+def pid():
+    return os.getpid()
+first = pid()
+platform = find_running().call("GET", "/api/v1/status")["pid"]
+os.kill(platform, signal.SIGKILL)
+second = pid()
+print(json.dumps({"first": first, "second": second, "old_platform": platform}))
+"""
+
+
+def test_call_after_platform_kill_9_starts_a_new_platform(fresh_home: Path) -> None:
+    result = run_python(KILLED_PLATFORM, env={"FLASH_HOME": str(fresh_home)})
+    assert result.returncode == 0, result.stderr
+    pids = json.loads(result.stdout.strip().splitlines()[-1])
+    assert pids["second"] != pids["first"]
+    wait_for(lambda: not pid_alive(pids["first"]), timeout=10)  # orphan worker exited
+    assert platform_status(fresh_home)["pid"] != pids["old_platform"]
