@@ -101,6 +101,22 @@ def _register_route(
         table[route] = owner
 
 
+def remote_config(
+    resource: ServerlessResource,
+    route: tuple[str, str] | None,
+    dependencies: list[str],
+    system_dependencies: list[str],
+) -> dict[str, Any]:
+    """The `__remote_config__` every decorated function carries (the build scanner reads it)."""
+    return {
+        "resource_config": resource,
+        "method": route[0] if route else None,
+        "path": route[1] if route else None,
+        "dependencies": dependencies,
+        "system_dependencies": system_dependencies,
+    }
+
+
 def _runs_in_place(resource: ServerlessResource) -> bool:
     """Inside a worker of this very resource, the function is simply called."""
     return os.environ.get("FLASH_RESOURCE_NAME") == resource.name and bool(
@@ -134,13 +150,7 @@ class RemoteFunction:
         self._shipped: tuple[str, str] | None = None
         self._live_endpoint: Any = None  # stubs.live.LiveEndpoint, looked up on first call
         self._ship_lock = threading.Lock()
-        self.__remote_config__ = {
-            "resource_config": resource,
-            "method": route[0] if route else None,
-            "path": route[1] if route else None,
-            "dependencies": dependencies,
-            "system_dependencies": system_dependencies,
-        }
+        self.__remote_config__ = remote_config(resource, route, dependencies, system_dependencies)
         if self.is_async and hasattr(inspect, "markcoroutinefunction"):
             inspect.markcoroutinefunction(self)
 
@@ -230,11 +240,9 @@ def _decorate(
         _register_route(resource, func, route)
     deps, system_deps = list(dependencies or []), list(system_dependencies or [])
     if local or _runs_in_place(resource):
-        func.__remote_config__ = {  # type: ignore[attr-defined]
-            "resource_config": resource, "method": route[0] if route else None,
-            "path": route[1] if route else None, "dependencies": deps,
-            "system_dependencies": system_deps,
-        }
+        func.__remote_config__ = remote_config(  # type: ignore[attr-defined]
+            resource, route, deps, system_deps
+        )
         return func
     return RemoteFunction(func, resource, route, deps, system_deps, accelerate_downloads)
 

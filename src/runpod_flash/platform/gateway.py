@@ -7,10 +7,10 @@ the endpoint id from the URL.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from typing import Any
 
+from runpod_flash.asgi import read_body, send_json
 from runpod_flash.platform.supervisor import EndpointFailed, NoWorkerAvailable, Supervisor
 from runpod_flash.platform.upstream import UpstreamPool
 
@@ -25,35 +25,6 @@ _HOP_BY_HOP = {
 }
 
 Scope = dict[str, Any]
-
-
-async def send_json(send: Any, status: int, body: dict[str, Any], headers: Any = ()) -> None:
-    payload = json.dumps(body).encode()
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(payload)).encode()),
-            *headers,
-        ],
-    })
-    await send({"type": "http.response.body", "body": payload})
-
-
-async def read_body(receive: Any, limit: int) -> bytes | None:
-    """The whole request body, or None when it is over `limit` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
 
 
 class Gateway:

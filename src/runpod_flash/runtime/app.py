@@ -10,33 +10,12 @@ import json
 import logging
 from typing import Any
 
+from runpod_flash.asgi import read_body, send_json
 from runpod_flash.runtime.executor import CallRequest, FunctionNotLoaded, FunctionStore, execute
 
 logger = logging.getLogger("runpod_flash.runtime")
 
 MAX_EXECUTE_BODY = 64 * 1024 * 1024
-
-
-async def _respond(send: Any, status: int, body: Any = None) -> None:
-    payload = b"" if body is None else json.dumps(body).encode()
-    headers = [(b"content-length", str(len(payload)).encode())]
-    if body is not None:
-        headers.append((b"content-type", b"application/json"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
-
-
-async def _read_body(receive: Any) -> bytes | None:
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_EXECUTE_BODY:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
 
 
 class LiveWorkerApp:
@@ -53,15 +32,15 @@ class LiveWorkerApp:
         path, method = scope["path"], scope["method"]
         if path == "/ping" and method in ("GET", "HEAD"):
             if self.ready:
-                await _respond(send, 200, {"status": "healthy"})
+                await send_json(send, 200, {"status": "healthy"})
             else:
-                await _respond(send, 204)
+                await send_json(send, 204)
         elif path == "/execute" and method == "POST":
             await self._execute(scope, receive, send)
         elif path in ("/ping", "/execute"):
-            await _respond(send, 405, {"error": f"{method} not allowed on {path}"})
+            await send_json(send, 405, {"error": f"{method} not allowed on {path}"})
         else:
-            await _respond(send, 404, {"error": f"{path} not found on a live worker"})
+            await send_json(send, 404, {"error": f"{path} not found on a live worker"})
 
     def _authorized(self, scope: dict[str, Any]) -> bool:
         for name, value in scope["headers"]:
@@ -71,25 +50,25 @@ class LiveWorkerApp:
 
     async def _execute(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if not self._authorized(scope):
-            await _respond(send, 401, {"error": "missing or invalid platform token"})
+            await send_json(send, 401, {"error": "missing or invalid platform token"})
             return
-        body = await _read_body(receive)
+        body = await read_body(receive, MAX_EXECUTE_BODY)
         if body is None:
-            await _respond(send, 413, {"error": f"request body over {MAX_EXECUTE_BODY} bytes"})
+            await send_json(send, 413, {"error": f"request body over {MAX_EXECUTE_BODY} bytes"})
             return
         try:
             call = CallRequest.from_json(json.loads(body))
         except (ValueError, TypeError) as exc:
-            await _respond(send, 400, {"error": str(exc)})
+            await send_json(send, 400, {"error": str(exc)})
             return
         try:
             result = await execute(self._store, call)
         except FunctionNotLoaded:
-            await _respond(send, 409, {"error": "function not loaded", "code": "not_loaded"})
+            await send_json(send, 409, {"error": "function not loaded", "code": "not_loaded"})
             return
         except Exception as exc:  # unpickling the function itself failed
             logger.exception("cannot load function %s", call.function_name)
             message = f"Cannot load function '{call.function_name}': {exc}"
-            await _respond(send, 400, {"error": message})
+            await send_json(send, 400, {"error": message})
             return
-        await _respond(send, 200, result)
+        await send_json(send, 200, result)
