@@ -44,6 +44,13 @@ def logs_dir() -> Path:
     return path
 
 
+def artifacts_dir() -> Path:
+    """Uploaded build artifacts (`<sha256>.tar.gz`) and their unpacked apps (`<sha256>/`)."""
+    path = flash_home() / "artifacts"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def envs_dir() -> Path:
     path = flash_home() / "envs"
     path.mkdir(parents=True, exist_ok=True)

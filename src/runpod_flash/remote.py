@@ -186,7 +186,15 @@ class RemoteFunction:
         from runpod_flash.stubs import live
 
         if not self.resource.is_live:
-            raise ValueError("Endpoint URL not available - endpoint may not be deployed")
+            if self.route is None:
+                raise NotImplementedError(
+                    f"'{self.func.__name__}' is on queue-based resource "
+                    f"{type(self.resource).__name__}, whose deployed calls are not supported "
+                    "yet; use LiveServerless while developing"
+                )
+            from runpod_flash.stubs import http_route
+
+            return http_route.call(self.resource, self.func, self.route, args, kwargs)
         if self._live_endpoint is None:
             code = getattr(self.func, "__code__", None)
             origin = (code.co_filename, code.co_firstlineno) if code else ("<remote>", 0)

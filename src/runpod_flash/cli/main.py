@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from runpod_flash import __version__
-from runpod_flash.cli import platform_commands
+from runpod_flash.cli import endpoint_commands, platform_commands, project_commands
 
 app = typer.Typer(
     help="openflash: serve @remote functions as serverless endpoints on your own machine.",
@@ -13,6 +13,11 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(platform_commands.app, name="platform")
+app.command()(project_commands.build)
+app.command()(project_commands.deploy)
+app.command()(endpoint_commands.status)
+app.command()(endpoint_commands.undeploy)
+app.command()(endpoint_commands.logs)
 
 
 def _show_version(value: bool) -> None:

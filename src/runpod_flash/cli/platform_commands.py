@@ -28,8 +28,14 @@ def start(
     foreground: bool = typer.Option(
         False, "--foreground", help="Run in this terminal instead of in the background."
     ),
+    api_key: str = typer.Option(
+        None, "--api-key", envvar="FLASH_API_KEY",
+        help="Require 'Authorization: Bearer <key>' on deployed endpoints.",
+    ),
 ) -> None:
     """Start the platform (bound to 127.0.0.1) unless one is already running."""
+    if api_key:
+        os.environ["FLASH_API_KEY"] = api_key
     if foreground:
         from runpod_flash.platform.server import AlreadyRunning, run
 

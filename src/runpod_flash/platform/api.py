@@ -13,7 +13,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from runpod_flash import __version__
+from runpod_flash import __version__, config
+from runpod_flash.platform import artifacts
+from runpod_flash.platform.deployments import Deployments, endpoint_specs
 from runpod_flash.platform.supervisor import Supervisor
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -25,7 +27,10 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def build_routes(
-    supervisor: Supervisor, token: str, request_shutdown: Callable[[], None]
+    supervisor: Supervisor,
+    deployments: Deployments,
+    token: str,
+    request_shutdown: Callable[[], None],
 ) -> list[Route]:
     expected = f"Bearer {token}".encode()
     started = time.time()
@@ -82,6 +87,52 @@ def build_routes(
             return _error(404, f"Endpoint '{endpoint_id}' not found")
         return JSONResponse({"deleted": endpoint_id})
 
+    async def upload_artifact(request: Request) -> Response:
+        try:
+            path = await artifacts.store(request.path_params["sha256"], request.stream())
+        except artifacts.ArtifactRejected as exc:
+            return _error(400, str(exc))
+        return JSONResponse({"sha256": request.path_params["sha256"], "app_dir": str(path)})
+
+    async def create_deployment(request: Request) -> Response:
+        try:
+            body = await json_body(request)
+            specs, skipped = endpoint_specs(
+                str(body["artifact"]), str(body["python"]), body.get("resources")
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            return _error(400, f"invalid deployment request: {exc}")
+        return JSONResponse(deployments.start(specs, skipped).summary(), status_code=202)
+
+    async def get_deployment(request: Request) -> Response:
+        deployment = deployments.get(request.path_params["deployment_id"])
+        if deployment is None:
+            return _error(404, f"deployment '{request.path_params['deployment_id']}' not found")
+        return JSONResponse(deployment.summary())
+
+    async def endpoint_logs(request: Request) -> Response:
+        """Worker log text after the given per-file offsets (all of it, capped, without)."""
+        endpoint_id = request.path_params["endpoint_id"]
+        folder = config.logs_dir() / endpoint_id
+        if endpoint_id not in supervisor.endpoints and not folder.is_dir():
+            return _error(404, f"Endpoint '{endpoint_id}' not found")
+        try:
+            offsets = json.loads(request.query_params.get("cursor") or "{}")
+            tail = int(request.query_params.get("tail", "200"))
+        except ValueError:
+            return _error(400, "cursor must be JSON from a previous answer; tail an integer")
+        files = sorted(folder.glob("*.log"), key=lambda path: path.stat().st_mtime)
+        chunks, cursor = [], {}
+        for path in files:
+            start = int(offsets.get(path.name, 0))
+            with open(path, "rb") as handle:
+                handle.seek(start)
+                data = handle.read()
+            cursor[path.name] = start + len(data)
+            lines = data.decode(errors="replace").splitlines()
+            chunks.extend(f"[{path.stem}] {line}" for line in lines)
+        return JSONResponse({"lines": chunks if offsets else chunks[-tail:], "cursor": cursor})
+
     async def shutdown(request: Request) -> Response:
         request_shutdown()
         return JSONResponse({"status": "stopping"})
@@ -101,6 +152,10 @@ def build_routes(
         Route("/api/v1/endpoints/live", protected(create_live_endpoint), methods=["POST"]),
         Route("/api/v1/endpoints/{endpoint_id}", protected(get_endpoint)),
         Route("/api/v1/endpoints/{endpoint_id}", protected(delete_endpoint), methods=["DELETE"]),
+        Route("/api/v1/endpoints/{endpoint_id}/logs", protected(endpoint_logs)),
+        Route("/api/v1/artifacts/{sha256}", protected(upload_artifact), methods=["PUT"]),
+        Route("/api/v1/deployments", protected(create_deployment), methods=["POST"]),
+        Route("/api/v1/deployments/{deployment_id}", protected(get_deployment)),
         Route("/api/v1/shutdown", protected(shutdown), methods=["POST"]),
         Route("/internal/workers/{worker_id}/ready", protected(worker_ready), methods=["POST"]),
     ]

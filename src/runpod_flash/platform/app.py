@@ -8,6 +8,7 @@ from typing import Any
 from starlette.applications import Starlette
 
 from runpod_flash.platform.api import build_routes
+from runpod_flash.platform.deployments import Deployments
 from runpod_flash.platform.gateway import PREFIX, Gateway
 from runpod_flash.platform.supervisor import Supervisor
 
@@ -16,10 +17,17 @@ class PlatformApp:
     """Dispatches `/ep/...` straight to the gateway; everything else to Starlette routing."""
 
     def __init__(
-        self, supervisor: Supervisor, token: str, request_shutdown: Callable[[], None]
+        self,
+        supervisor: Supervisor,
+        token: str,
+        api_key: str | None,
+        request_shutdown: Callable[[], None],
     ) -> None:
-        self.gateway = Gateway(supervisor, token)
-        self.control = Starlette(routes=build_routes(supervisor, token, request_shutdown))
+        self.gateway = Gateway(supervisor, token, api_key)
+        self.deployments = Deployments(supervisor)
+        self.control = Starlette(
+            routes=build_routes(supervisor, self.deployments, token, request_shutdown)
+        )
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"].startswith(PREFIX):

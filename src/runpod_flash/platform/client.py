@@ -34,11 +34,19 @@ class Platform:
         return {"Authorization": f"Bearer {self.token}"}
 
     def call(
-        self, method: str, path: str, body: Any = None, timeout: float = 30.0
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        timeout: float = 30.0,
+        raw: bytes | None = None,
     ) -> dict[str, Any]:
-        """One control API call; a non-2xx answer raises PlatformError with its message."""
-        payload = None if body is None else json.dumps(body).encode()
-        status, data = request(method, self.url + path, payload, self.auth, timeout)
+        """One control API call (JSON `body`, or `raw` bytes); non-2xx raises PlatformError."""
+        payload = raw if raw is not None else None if body is None else json.dumps(body).encode()
+        try:
+            status, data = request(method, self.url + path, payload, self.auth, timeout)
+        except OSError as exc:
+            raise PlatformError(f"platform at {self.url} is unreachable: {exc}") from None
         try:
             parsed = json.loads(data) if data else {}
         except ValueError:
@@ -49,7 +57,8 @@ class Platform:
         return parsed
 
 
-def _token() -> str:
+def local_token() -> str:
+    """This machine's platform token (`FLASH_PLATFORM_TOKEN` or the one in FLASH_HOME)."""
     explicit = os.environ.get(config.ENV_PLATFORM_TOKEN)
     if explicit:
         return explicit
@@ -78,7 +87,7 @@ def find_running() -> Platform | None:
     """The platform at FLASH_PLATFORM_URL, or the one published in FLASH_HOME, if it answers."""
     url = os.environ.get(config.ENV_PLATFORM_URL) or _published_url()
     if url and _answers(url.rstrip("/")):
-        return Platform(url.rstrip("/"), _token())
+        return Platform(url.rstrip("/"), local_token())
     return None
 
 
@@ -128,7 +137,7 @@ def _start_embedded() -> Platform:
         with contextlib.suppress(FileNotFoundError, ValueError):
             published = json.loads(info.read_text())
             if published.get("pid") == process.pid:
-                return Platform(published["url"], _token())
+                return Platform(published["url"], local_token())
         time.sleep(0.01)
     process.terminate()
     raise PlatformError(

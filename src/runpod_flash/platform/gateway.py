@@ -28,9 +28,13 @@ Scope = dict[str, Any]
 
 
 class Gateway:
-    def __init__(self, supervisor: Supervisor, token: str) -> None:
+    """Routes `/ep/{id}/...`; live `/execute` needs the platform token, deployed endpoints
+    need the API key (or the platform token) when the platform was given one."""
+
+    def __init__(self, supervisor: Supervisor, token: str, api_key: str | None) -> None:
         self.supervisor = supervisor
-        self._expected_auth = f"Bearer {token}".encode()
+        self._platform_auth = f"Bearer {token}".encode()
+        self._api_key_auth = f"Bearer {api_key}".encode() if api_key else None
         self.upstream = UpstreamPool()
 
     def close(self) -> None:
@@ -44,19 +48,28 @@ class Gateway:
             return
         path = "/" + rest
         headers = scope["headers"]
-        if endpoint.kind == "live" and path == "/execute" and not self._token_ok(headers):
-            await send_json(send, 401, {"error": "missing or invalid platform token"})
-            return
+        if endpoint.kind == "live":
+            if path == "/execute" and not self._authorized(headers, self._platform_auth):
+                await send_json(send, 401, {"error": "missing or invalid platform token"})
+                return
+        elif self._api_key_auth is not None:
+            if not self._authorized(headers, self._api_key_auth, self._platform_auth):
+                await send_json(send, 401, {
+                    "error": "missing or invalid API key; send 'Authorization: Bearer <key>'"
+                }, [(b"www-authenticate", b"Bearer")])
+                return
+            headers = [(k, v) for k, v in headers if k != b"authorization"]
         body = await read_body(receive, MAX_BODY_BYTES)
         if body is None:
             await send_json(send, 413, {"error": f"request body over {MAX_BODY_BYTES} bytes"})
             return
         await self._forward(endpoint, scope, path, headers, body, send)
 
-    def _token_ok(self, headers: list[tuple[bytes, bytes]]) -> bool:
+    @staticmethod
+    def _authorized(headers: list[tuple[bytes, bytes]], *accepted: bytes) -> bool:
         for name, value in headers:
             if name == b"authorization":
-                return hmac.compare_digest(value, self._expected_auth)
+                return any(hmac.compare_digest(value, expected) for expected in accepted)
         return False
 
     async def _forward(

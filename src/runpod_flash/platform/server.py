@@ -116,7 +116,8 @@ async def serve() -> None:
     def request_shutdown() -> None:
         server.should_exit = True
 
-    app = PlatformApp(supervisor, token, request_shutdown)
+    api_key = os.environ.get("FLASH_API_KEY") or None
+    app = PlatformApp(supervisor, token, api_key, request_shutdown)
     server.config.app = app
     supervisor.start()
     serving = asyncio.create_task(server.serve(sockets=[sock]))

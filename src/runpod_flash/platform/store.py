@@ -65,10 +65,11 @@ class Store:
     def endpoints(self) -> list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, name, kind, spec, created_at FROM endpoints"
+                "SELECT id, name, kind, spec, created_at, updated_at FROM endpoints"
             ).fetchall()
         return [
-            {"id": r[0], "name": r[1], "kind": r[2], "spec": json.loads(r[3]), "created_at": r[4]}
+            {"id": r[0], "name": r[1], "kind": r[2], "spec": json.loads(r[3]),
+             "created_at": r[4], "updated_at": r[5]}
             for r in rows
         ]
 

@@ -1,30 +1,32 @@
-"""Endpoints and their workers: start, route, keep warm, stop when idle, replace when dead."""
+"""Endpoints and their workers: start, route, keep warm, roll over, drain, replace when dead."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import os
-import re
 import time
 import uuid
-from collections import deque
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from runpod_flash import config
+from runpod_flash.platform.endpoints import (
+    Endpoint,
+    Worker,
+    deployed_endpoint_id,
+    live_endpoint_id,
+)
 from runpod_flash.platform.environments import DependencyInstallError, ensure_environment
 from runpod_flash.platform.gpus import GpuAllocator, GpuRequestError
-from runpod_flash.platform.providers.local import LocalProcess, LocalProvider, WorkerLaunch
+from runpod_flash.platform.providers.local import LocalProvider, WorkerLaunch
 from runpod_flash.platform.store import Store
 
 logger = logging.getLogger("runpod_flash.platform")
 
 WORKER_START_TIMEOUT_S = float(os.environ.get("FLASH_WORKER_START_TIMEOUT", "60"))
+DRAIN_TIMEOUT_S = float(os.environ.get("FLASH_DRAIN_TIMEOUT", "30"))
 REAP_INTERVAL_S = 0.5
 LOG_TAIL_LINES = 20
 
@@ -37,82 +39,12 @@ class EndpointFailed(Exception):
     """The endpoint cannot run (environment build failed, workers crash on start)."""
 
 
-@dataclass(eq=False)
-class Worker:
-    id: str
-    endpoint_id: str
-    log_path: Path
-    gpus: list[str]
-    state: str = "starting"  # starting -> ready -> stopping -> stopped | dead
-    port: int | None = None
-    process: LocalProcess | None = None
-    in_flight: int = 0
-    started_at: float = field(default_factory=time.monotonic)
-    last_active: float = field(default_factory=time.monotonic)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "state": self.state,
-            "pid": self.process.pid if self.process else None,
-            "port": self.port,
-            "in_flight": self.in_flight,
-            "gpus": self.gpus,
-            "log": str(self.log_path),
-        }
-
-
-@dataclass(eq=False)
-class Endpoint:
-    id: str
-    name: str
-    kind: str
-    spec: dict[str, Any]
-    status: str = "building"  # building -> ready | failed
-    python: str | None = None
-    error: str | None = None
-    warning: str | None = None
-    progress: deque[str] = field(default_factory=lambda: deque(maxlen=20))
-    workers: dict[str, Worker] = field(default_factory=dict)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    last_start_failure: str | None = None
-
-    def notify(self) -> None:
-        """Wake everyone waiting for a worker state change on this endpoint."""
-        event, self.changed = self.changed, asyncio.Event()
-        event.set()
-
-    def live_workers(self) -> list[Worker]:
-        return [w for w in self.workers.values() if w.state in ("starting", "ready")]
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "kind": self.kind,
-            "type": self.spec.get("type", "LB"),
-            "status": self.status,
-            "error": self.error,
-            "warning": self.warning,
-            "progress": list(self.progress),
-            "path": f"/ep/{self.id}",
-            "workersMin": self.spec.get("workersMin", 0),
-            "workersMax": self.spec.get("workersMax", 1),
-            "workers": [w.summary() for w in self.workers.values()],
-        }
-
-
-def live_endpoint_id(spec: dict[str, Any]) -> str:
-    """Same resource config and environment → same live endpoint, from any caller."""
-    slug = re.sub(r"[^a-z0-9-]+", "-", str(spec.get("name", "endpoint")).lower()).strip("-")
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
-    return f"live-{slug or 'endpoint'}-{digest}"
+class DeployFailed(Exception):
+    """A new version could not start; the running version (if any) keeps serving."""
 
 
 class Supervisor:
-    def __init__(
-        self, store: Store, platform_url: str, token: str, gpus: GpuAllocator
-    ) -> None:
+    def __init__(self, store: Store, platform_url: str, token: str, gpus: GpuAllocator) -> None:
         self.store = store
         self.platform_url = platform_url
         self.token = token
@@ -120,21 +52,31 @@ class Supervisor:
         self.provider = LocalProvider()
         self.endpoints: dict[str, Endpoint] = {}
         self._workers: dict[str, Worker] = {}
-        self._create_locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reaper: asyncio.Task[None] | None = None
 
     # -- life cycle -------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Mark workers of an earlier run gone and bring deployed endpoints back."""
         self.store.mark_all_workers_gone()
+        for row in self.store.endpoints():
+            if row["kind"] != "deployed":
+                self.store.delete_endpoint(row["id"])
+                continue
+            endpoint = Endpoint(row["id"], row["name"], "deployed", row["spec"],
+                                deployed_at=row["updated_at"])
+            self.endpoints[endpoint.id] = endpoint
+            self._spawn_task(self._prepare(endpoint))
         self._reaper = asyncio.create_task(self._reap_forever())
 
     async def shutdown(self) -> None:
+        """Drain and stop every worker (in-flight requests finish, bounded)."""
         if self._reaper:
             self._reaper.cancel()
         await asyncio.gather(
-            *(self._stop_worker(w) for w in list(self._workers.values())), return_exceptions=True
+            *(self._drain(w) for w in list(self._workers.values())), return_exceptions=True
         )
         for task in list(self._tasks):
             task.cancel()
@@ -145,37 +87,46 @@ class Supervisor:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def _lock(self, endpoint_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(endpoint_id, asyncio.Lock())
+
     # -- endpoints --------------------------------------------------------------------------
 
     async def ensure_live_endpoint(self, spec: dict[str, Any]) -> Endpoint:
         """Create the live endpoint for a resource on first use; later calls get the same one."""
         endpoint_id = live_endpoint_id(spec)
-        lock = self._create_locks.setdefault(endpoint_id, asyncio.Lock())
-        async with lock:
+        async with self._lock(endpoint_id):
             endpoint = self.endpoints.get(endpoint_id)
             if endpoint is not None and endpoint.status != "failed":
                 return endpoint
             endpoint = Endpoint(endpoint_id, str(spec["name"]), "live", spec)
-            if not spec.get("cpu") and int(spec.get("gpuCount", 0)) > 0 and not self.gpus.gpus:
-                endpoint.warning = (
-                    f"No GPU found on this machine: GPU resource '{endpoint.name}' runs on "
-                    "the CPU. Use a Cpu* resource class to silence this warning."
-                )
             self.endpoints[endpoint_id] = endpoint
             self.store.save_endpoint(endpoint_id, endpoint.name, "live", spec)
             self._spawn_task(self._prepare(endpoint))
             return endpoint
 
-    async def _prepare(self, endpoint: Endpoint) -> None:
-        spec = endpoint.spec
-        try:
-            endpoint.python = await ensure_environment(
-                spec.get("python") or "python3",
-                list(spec.get("dependencies") or []),
-                list(spec.get("system_dependencies") or []),
-                config.envs_dir(),
-                endpoint.progress.append,
+    def _gpu_warning(self, spec: dict[str, Any]) -> str | None:
+        if not spec.get("cpu") and int(spec.get("gpuCount", 0)) > 0 and not self.gpus.gpus:
+            return (
+                f"No GPU found on this machine: GPU resource '{spec['name']}' runs on "
+                "the CPU. Use a Cpu* resource class to silence this warning."
             )
+        return None
+
+    async def _environment(self, spec: dict[str, Any], progress: Callable[[str], None]) -> str:
+        return await ensure_environment(
+            spec.get("python") or "python3",
+            list(spec.get("dependencies") or []),
+            list(spec.get("system_dependencies") or []),
+            config.envs_dir(),
+            progress,
+        )
+
+    async def _prepare(self, endpoint: Endpoint) -> None:
+        """Build the endpoint's environment, then start its `workersMin` workers."""
+        endpoint.warning = self._gpu_warning(endpoint.spec)
+        try:
+            endpoint.python = await self._environment(endpoint.spec, endpoint.progress.append)
         except DependencyInstallError as exc:
             endpoint.status, endpoint.error = "failed", str(exc)
         except Exception as exc:  # a bug or an OS problem; say so, never leave callers waiting
@@ -187,13 +138,75 @@ class Supervisor:
             self._ensure_minimum(endpoint)
         endpoint.notify()
 
+    async def deploy(
+        self, spec: dict[str, Any], progress: Callable[[str], None]
+    ) -> tuple[Endpoint, str]:
+        """Create or update a deployed endpoint; returns it and "created|updated|unchanged".
+
+        A new version must start one healthy worker before it takes traffic; then the old
+        workers drain. If it cannot start, the running version keeps serving.
+        """
+        endpoint_id = deployed_endpoint_id(str(spec["name"]))
+        async with self._lock(endpoint_id):
+            current = self.endpoints.get(endpoint_id)
+            candidate = Endpoint(endpoint_id, str(spec["name"]), "deployed", spec)
+            if current is not None and current.version == candidate.version \
+                    and current.status == "ready":
+                return current, "unchanged"
+            if current is not None and current.kind != "deployed":
+                raise DeployFailed(f"'{endpoint_id}' is a live endpoint; choose another name")
+            progress(f"{candidate.name}: preparing environment")
+            try:
+                python = await self._environment(spec, progress)
+            except DependencyInstallError as exc:
+                raise DeployFailed(str(exc)) from None
+            endpoint = current or candidate
+            if current is None:
+                endpoint.status, endpoint.python = "building", python
+                endpoint.warning = self._gpu_warning(spec)
+                self.endpoints[endpoint_id] = endpoint
+            progress(f"{candidate.name}: starting a worker of version {candidate.version}")
+            canary = self._start_worker(endpoint, spec=spec, python=python,
+                                        version=candidate.version)
+            if canary is None or not await self._wait_ready(endpoint, canary):
+                failure = endpoint.last_start_failure or "worker did not start"
+                if current is None:
+                    await self._discard(endpoint)
+                else:
+                    endpoint.last_start_failure = None
+                raise DeployFailed(f"{candidate.name}: the new version did not start: {failure}")
+            old_workers = [w for w in endpoint.workers.values() if w.version != candidate.version]
+            endpoint.spec, endpoint.python = spec, python
+            endpoint.status, endpoint.error = "ready", None
+            endpoint.deployed_at = time.time()
+            endpoint.warning = self._gpu_warning(spec)
+            self.store.save_endpoint(endpoint_id, endpoint.name, "deployed", spec)
+            endpoint.notify()
+            for worker in old_workers:
+                self._spawn_task(self._drain(worker))
+            self._ensure_minimum(endpoint)
+            return endpoint, "created" if current is None else "updated"
+
+    async def _wait_ready(self, endpoint: Endpoint, worker: Worker) -> bool:
+        deadline = time.monotonic() + WORKER_START_TIMEOUT_S + 5
+        while worker.state == "starting" and time.monotonic() < deadline:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(endpoint.changed.wait(), deadline - time.monotonic())
+        return worker.state == "ready"
+
+    async def _discard(self, endpoint: Endpoint) -> None:
+        self.endpoints.pop(endpoint.id, None)
+        await asyncio.gather(*(self._drain(w) for w in list(endpoint.workers.values())))
+
     async def remove_endpoint(self, endpoint_id: str) -> bool:
-        endpoint = self.endpoints.pop(endpoint_id, None)
-        if endpoint is None:
-            return False
-        self.store.delete_endpoint(endpoint_id)
-        await asyncio.gather(*(self._stop_worker(w) for w in list(endpoint.workers.values())))
-        return True
+        """Undeploy: stop routing to it at once, let in-flight requests finish, then stop."""
+        async with self._lock(endpoint_id):
+            endpoint = self.endpoints.pop(endpoint_id, None)
+            if endpoint is None:
+                return False
+            self.store.delete_endpoint(endpoint_id)
+            await asyncio.gather(*(self._drain(w) for w in list(endpoint.workers.values())))
+            return True
 
     # -- workers ----------------------------------------------------------------------------
 
@@ -202,25 +215,43 @@ class Supervisor:
         for _ in range(max(0, missing)):
             self._start_worker(endpoint)
 
-    def _start_worker(self, endpoint: Endpoint) -> Worker | None:
+    def _start_worker(
+        self,
+        endpoint: Endpoint,
+        spec: dict[str, Any] | None = None,
+        python: str | None = None,
+        version: str | None = None,
+    ) -> Worker | None:
+        """Start a worker of the endpoint's current version (or of the one given)."""
+        spec = spec or endpoint.spec
         try:
-            gpus = self.gpus.allocate(endpoint.name, 0 if endpoint.spec.get("cpu")
-                                      else int(endpoint.spec.get("gpuCount", 0)))
+            gpus = self.gpus.allocate(
+                endpoint.name, 0 if spec.get("cpu") else int(spec.get("gpuCount", 0))
+            )
         except GpuRequestError as exc:
-            endpoint.status, endpoint.error = "failed", str(exc)
+            endpoint.last_start_failure = str(exc)
+            if endpoint.kind == "live":
+                endpoint.status, endpoint.error = "failed", str(exc)
             endpoint.notify()
             return None
         worker_id = f"w-{uuid.uuid4().hex[:10]}"
         log_path = config.logs_dir() / endpoint.id / f"{worker_id}.log"
-        worker = Worker(worker_id, endpoint.id, log_path, gpus)
+        worker = Worker(worker_id, endpoint.id, version or endpoint.version, log_path, gpus)
         endpoint.workers[worker_id] = worker
         self._workers[worker_id] = worker
         self.store.save_worker(worker_id, endpoint.id, None, "starting", str(log_path))
-        self._spawn_task(self._run_worker(endpoint, worker))
+        launch = WorkerLaunch(
+            worker.id, python or endpoint.python or "python3",
+            self._worker_env(endpoint, worker, spec), log_path,
+            spec.get("app_dir") or spec.get("cwd") or str(config.flash_home()),
+        )
+        self._spawn_task(self._run_worker(endpoint, worker, launch))
         return worker
 
-    def _worker_env(self, endpoint: Endpoint, worker: Worker) -> dict[str, str]:
-        env = {str(k): str(v) for k, v in (endpoint.spec.get("env") or {}).items()}
+    def _worker_env(
+        self, endpoint: Endpoint, worker: Worker, spec: dict[str, Any]
+    ) -> dict[str, str]:
+        env = {str(k): str(v) for k, v in (spec.get("env") or {}).items()}
         env.update({
             config.ENV_PLATFORM_URL: self.platform_url,
             config.ENV_PLATFORM_TOKEN: self.token,
@@ -229,14 +260,12 @@ class Supervisor:
             "FLASH_RESOURCE_NAME": endpoint.name,
             "CUDA_VISIBLE_DEVICES": ",".join(worker.gpus),
         })
+        if spec.get("app_dir"):
+            env.update({"FLASH_WORKER_MODE": "deployed", "FLASH_APP_DIR": spec["app_dir"]})
         return env
 
-    async def _run_worker(self, endpoint: Endpoint, worker: Worker) -> None:
+    async def _run_worker(self, endpoint: Endpoint, worker: Worker, launch: WorkerLaunch) -> None:
         """Start one worker and watch it until it exits; failures are visible, never silent."""
-        launch = WorkerLaunch(
-            worker.id, endpoint.python or "python3", self._worker_env(endpoint, worker),
-            worker.log_path, endpoint.spec.get("cwd") or str(config.flash_home()),
-        )
         try:
             worker.process = await self.provider.start(launch)
         except OSError as exc:
@@ -252,7 +281,8 @@ class Supervisor:
         except asyncio.TimeoutError:
             if worker.state == "starting":
                 endpoint.last_start_failure = (
-                    f"worker {worker.id} was not ready after {WORKER_START_TIMEOUT_S:.0f}s"
+                    f"worker {worker.id} was not ready after {WORKER_START_TIMEOUT_S:.0f}s; "
+                    f"last log lines:\n{self.log_tail(worker)}"
                 )
                 await worker.process.stop(grace_s=1)
             code = await worker.process.exited
@@ -261,9 +291,10 @@ class Supervisor:
                 f"worker {worker.id} exited with code {code} before it was ready; "
                 f"last log lines:\n{self.log_tail(worker)}"
             )
-        elif worker.state != "stopping":
+        elif worker.state not in ("stopping", "draining"):
             logger.warning("worker %s of %s exited with code %s", worker.id, endpoint.id, code)
-        self._forget(endpoint, worker, "stopped" if worker.state == "stopping" else "dead")
+        expected = worker.state in ("stopping", "draining")
+        self._forget(endpoint, worker, "stopped" if expected else "dead")
 
     def _forget(self, endpoint: Endpoint, worker: Worker, final_state: str) -> None:
         worker.state = final_state
@@ -286,19 +317,22 @@ class Supervisor:
             endpoint.notify()
         return True
 
-    async def _stop_worker(self, worker: Worker) -> None:
+    async def _drain(self, worker: Worker) -> None:
+        """Out of routing now; stopped once its in-flight requests are done (bounded)."""
         if worker.state in ("stopped", "dead"):
             return
-        worker.state = "stopping"
+        worker.state = "draining"
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while worker.in_flight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         if worker.process is not None:
             await worker.process.stop()
 
     def _begin_stop(self, worker: Worker) -> None:
         """Take a worker out of routing now and stop it in the background."""
         if worker.state in ("starting", "ready"):
-            worker.state = "stopping"
-            if worker.process is not None:
-                self._spawn_task(worker.process.stop())
+            self._spawn_task(self._drain(worker))
+            worker.state = "draining"
 
     def log_tail(self, worker: Worker, lines: int = LOG_TAIL_LINES) -> str:
         try:
@@ -320,8 +354,8 @@ class Supervisor:
                 if worker is not None:
                     worker.in_flight += 1
                     return worker
-                if not any(w.state == "starting" for w in endpoint.workers.values()):
-                    if endpoint.last_start_failure and not endpoint.live_workers():
+                if not any(w.state == "starting" for w in endpoint.live_workers()):
+                    if endpoint.last_start_failure:
                         failure, endpoint.last_start_failure = endpoint.last_start_failure, None
                         raise EndpointFailed(f"Endpoint '{endpoint.name}': {failure}")
                     if self._start_worker(endpoint) is None:
@@ -335,15 +369,16 @@ class Supervisor:
                 await asyncio.wait_for(endpoint.changed.wait(), remaining)
 
     def _pick(self, endpoint: Endpoint) -> Worker | None:
-        ready = [w for w in endpoint.workers.values() if w.state == "ready"]
+        ready = [w for w in endpoint.live_workers() if w.state == "ready"]
         if not ready:
             return None
         best = min(ready, key=lambda w: w.in_flight)
         per_worker = max(1, int(endpoint.spec.get("scalerValue", 4)))
+        live = endpoint.live_workers()
         if (
             best.in_flight >= per_worker
-            and len(endpoint.live_workers()) < int(endpoint.spec.get("workersMax", 1))
-            and not any(w.state == "starting" for w in endpoint.workers.values())
+            and len(live) < int(endpoint.spec.get("workersMax", 1))
+            and not any(w.state == "starting" for w in live)
         ):
             self._start_worker(endpoint)  # scale out; this request still goes to `best`
         return best
@@ -368,7 +403,7 @@ class Supervisor:
 
     def _reap_once(self) -> None:
         now = time.monotonic()
-        for endpoint in self.endpoints.values():
+        for endpoint in list(self.endpoints.values()):
             if endpoint.status != "ready":
                 continue
             idle_timeout = float(endpoint.spec.get("idleTimeout", 60))

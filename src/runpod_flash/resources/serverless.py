@@ -7,6 +7,7 @@ line that wrote it rather than at deploy time.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import hashlib
 import json
@@ -218,6 +219,13 @@ class ServerlessResource(BaseModel):
         dump = self.model_dump(mode="json", exclude=_HASH_EXCLUDED)
         text = json.dumps(dump, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
+
+    async def deploy(self) -> ServerlessResource:
+        """Deploy this resource from the running script's project; fills `endpoint_url`."""
+        from runpod_flash.deploy import deploy_resource
+
+        self.endpoint_url = await asyncio.to_thread(deploy_resource, self)
+        return self
 
     def platform_spec(self) -> dict[str, Any]:
         """The JSON body the platform receives to create this endpoint."""

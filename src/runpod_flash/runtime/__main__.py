@@ -19,13 +19,24 @@ def main() -> None:
         sys.exit(f"runpod_flash.runtime: {config.ENV_PLATFORM_TOKEN} is not set; "
                  "workers are started by the platform, which sets it")
     output.install()
-    app = LiveWorkerApp(token)
+    if os.environ.get("FLASH_WORKER_MODE") == "deployed":
+        from pathlib import Path
+
+        from runpod_flash.runtime.deployed import create_deployed_app
+
+        app = create_deployed_app(
+            Path(os.environ["FLASH_APP_DIR"]), os.environ["FLASH_RESOURCE_NAME"]
+        )
+        mark_ready = None
+    else:
+        live = LiveWorkerApp(token)
+        app, mark_ready = live, live.mark_ready
     try:
         import uvloop
 
-        uvloop.run(serve(app))
+        uvloop.run(serve(app, mark_ready))
     except ImportError:
-        asyncio.run(serve(app))
+        asyncio.run(serve(app, mark_ready))
 
 
 if __name__ == "__main__":

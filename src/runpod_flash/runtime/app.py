@@ -26,6 +26,9 @@ class LiveWorkerApp:
         self._expected_auth = f"Bearer {token}".encode()
         self._store = FunctionStore()
 
+    def mark_ready(self) -> None:
+        self.ready = True
+
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return

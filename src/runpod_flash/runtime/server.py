@@ -8,11 +8,12 @@ import logging
 import os
 import socket
 import urllib.request
+from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 
 from runpod_flash import config
-from runpod_flash.runtime.app import LiveWorkerApp
 
 logger = logging.getLogger("runpod_flash.runtime")
 
@@ -40,7 +41,7 @@ async def _exit_with_parent(server: uvicorn.Server) -> None:
             server.should_exit = True
 
 
-async def serve(app: LiveWorkerApp) -> None:
+async def serve(app: Any, mark_ready: Callable[[], None] | None = None) -> None:
     """Serve `app` on 127.0.0.1 and register with the platform once it accepts connections."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -54,7 +55,8 @@ async def serve(app: LiveWorkerApp) -> None:
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not serving.done():
         await asyncio.sleep(0.005)
-    app.ready = True
+    if mark_ready is not None:
+        mark_ready()
     platform_url = os.environ.get(config.ENV_PLATFORM_URL)
     if platform_url:
         await asyncio.to_thread(

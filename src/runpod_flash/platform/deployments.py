@@ -1,0 +1,102 @@
+"""Deploying a built project: one background run per request, its progress kept for polling."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from runpod_flash.platform import artifacts
+from runpod_flash.platform.supervisor import DeployFailed, Supervisor
+
+MAX_KEPT = 50
+
+
+@dataclass(eq=False)
+class Deployment:
+    id: str
+    status: str = "running"  # running -> succeeded | failed
+    progress: list[str] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    started_at: float = field(default_factory=time.time)
+
+    def summary(self) -> dict[str, Any]:
+        return {"id": self.id, "status": self.status, "progress": self.progress,
+                "results": self.results, "error": self.error}
+
+
+def endpoint_specs(
+    sha256: str, python: str, only: list[str] | None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The specs of the artifact's load-balanced endpoints, and the names skipped (queue)."""
+    manifest = artifacts.manifest(sha256)
+    resources: dict[str, Any] = manifest.get("resources", {})
+    unknown = sorted(set(only or []) - set(resources))
+    if unknown:
+        raise artifacts.ArtifactRejected(
+            f"no resource named {', '.join(unknown)} in this build; "
+            f"it has: {', '.join(sorted(resources)) or 'none'}"
+        )
+    specs, skipped = [], []
+    for name, resource in sorted(resources.items()):
+        if only and name not in only:
+            continue
+        if not resource.get("is_load_balanced"):
+            skipped.append(name)
+            continue
+        specs.append({
+            **resource["spec"],
+            "name": name,
+            "kind": "deployed",
+            "artifact": sha256,
+            "app_dir": str(artifacts.app_dir(sha256)),
+            "python": python,
+            "dependencies": resource.get("dependencies", []),
+            "system_dependencies": resource.get("system_dependencies", []),
+            "routes": manifest.get("routes", {}).get(name, {}),
+        })
+    return specs, skipped
+
+
+class Deployments:
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+        self._runs: OrderedDict[str, Deployment] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, specs: list[dict[str, Any]], skipped: list[str]) -> Deployment:
+        deployment = Deployment(f"d-{uuid.uuid4().hex[:10]}")
+        for name in skipped:
+            deployment.progress.append(
+                f"{name}: queue-based endpoints are not deployable yet; skipped"
+            )
+        self._runs[deployment.id] = deployment
+        while len(self._runs) > MAX_KEPT:
+            self._runs.popitem(last=False)
+        task = asyncio.create_task(self._run(deployment, specs))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return deployment
+
+    def get(self, deployment_id: str) -> Deployment | None:
+        return self._runs.get(deployment_id)
+
+    async def _run(self, deployment: Deployment, specs: list[dict[str, Any]]) -> None:
+        try:
+            for spec in specs:
+                endpoint, action = await self.supervisor.deploy(spec, deployment.progress.append)
+                deployment.progress.append(f"{endpoint.name}: {action}")
+                deployment.results.append({
+                    "name": endpoint.name, "id": endpoint.id, "action": action,
+                    "path": endpoint.summary()["path"], "routes": endpoint.summary()["routes"],
+                })
+        except DeployFailed as exc:
+            deployment.status, deployment.error = "failed", str(exc)
+        except Exception as exc:  # never leave a deployment "running" forever
+            deployment.status, deployment.error = "failed", f"deployment failed: {exc!r}"
+        else:
+            deployment.status = "succeeded"

@@ -1,0 +1,115 @@
+"""What the platform knows about an endpoint and its workers (state only, no behaviour)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runpod_flash.platform.providers.local import LocalProcess
+
+LB_PREFIX = "/ep"
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "endpoint"
+
+
+def spec_digest(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def live_endpoint_id(spec: dict[str, Any]) -> str:
+    """Same resource config and environment → same live endpoint, from any caller."""
+    return f"live-{slug(str(spec.get('name', 'endpoint')))}-{spec_digest(spec)[:8]}"
+
+
+def deployed_endpoint_id(name: str) -> str:
+    """A deployed endpoint's id is its name, so its URL stays the same across deploys."""
+    return slug(name)
+
+
+@dataclass(eq=False)
+class Worker:
+    id: str
+    endpoint_id: str
+    version: str
+    log_path: Path
+    gpus: list[str]
+    state: str = "starting"  # starting -> ready -> draining/stopping -> stopped | dead
+    port: int | None = None
+    process: LocalProcess | None = None
+    in_flight: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+    last_active: float = field(default_factory=time.monotonic)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "version": self.version,
+            "pid": self.process.pid if self.process else None,
+            "port": self.port,
+            "in_flight": self.in_flight,
+            "gpus": self.gpus,
+            "log": str(self.log_path),
+        }
+
+
+@dataclass(eq=False)
+class Endpoint:
+    id: str
+    name: str
+    kind: str  # "live" | "deployed"
+    spec: dict[str, Any]
+    status: str = "building"  # building -> ready | failed
+    python: str | None = None
+    error: str | None = None
+    warning: str | None = None
+    progress: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+    workers: dict[str, Worker] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    last_start_failure: str | None = None
+    deployed_at: float = field(default_factory=time.time)
+
+    @property
+    def version(self) -> str:
+        return spec_digest(self.spec)[:12]
+
+    def notify(self) -> None:
+        """Wake everyone waiting for a worker state change on this endpoint."""
+        event, self.changed = self.changed, asyncio.Event()
+        event.set()
+
+    def live_workers(self) -> list[Worker]:
+        """Workers of the current version that are starting or serving."""
+        return [
+            w for w in self.workers.values()
+            if w.state in ("starting", "ready") and w.version == self.version
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind,
+            "type": self.spec.get("type", "LB"),
+            "status": self.status,
+            "error": self.error,
+            "warning": self.warning,
+            "progress": list(self.progress),
+            "path": f"{LB_PREFIX}/{self.id}",
+            "version": self.version,
+            "routes": sorted(self.spec.get("routes", {})),
+            "workersMin": self.spec.get("workersMin", 0),
+            "workersMax": self.spec.get("workersMax", 1),
+            "deployed_at": self.deployed_at,
+            "last_start_failure": self.last_start_failure,
+            "workers": [w.summary() for w in self.workers.values()],
+        }
