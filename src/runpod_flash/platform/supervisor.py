@@ -22,11 +22,13 @@ from runpod_flash.platform.environments import DependencyInstallError, ensure_en
 from runpod_flash.platform.gpus import GpuAllocator, GpuRequestError
 from runpod_flash.platform.providers.local import LocalProvider, WorkerLaunch
 from runpod_flash.platform.store import Store
+from runpod_flash.platform.upstream import UpstreamPool
 
 logger = logging.getLogger("runpod_flash.platform")
 
 WORKER_START_TIMEOUT_S = float(os.environ.get("FLASH_WORKER_START_TIMEOUT", "60"))
 DRAIN_TIMEOUT_S = float(os.environ.get("FLASH_DRAIN_TIMEOUT", "30"))
+PING_CONFIRM_S = 10.0
 REAP_INTERVAL_S = 0.5
 LOG_TAIL_LINES = 20
 
@@ -55,6 +57,7 @@ class Supervisor:
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reaper: asyncio.Task[None] | None = None
+        self._probe = UpstreamPool()  # health checks: `/ping` on the workers
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -80,6 +83,7 @@ class Supervisor:
         )
         for task in list(self._tasks):
             task.cancel()
+        self._probe.close()
 
     def _spawn_task(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
@@ -305,17 +309,38 @@ class Supervisor:
         endpoint.notify()
 
     def mark_ready(self, worker_id: str, port: int) -> bool:
+        """A worker reports it is serving; it takes traffic once `/ping` says 200."""
         worker = self._workers.get(worker_id)
         if worker is None or worker.state != "starting":
             return False
-        worker.state, worker.port = "ready", port
-        worker.last_active = time.monotonic()
-        self.store.update_worker(worker_id, "ready", port)
-        endpoint = self.endpoints.get(worker.endpoint_id)
-        if endpoint:
-            endpoint.last_start_failure = None
-            endpoint.notify()
+        worker.port = port
+        self._spawn_task(self._confirm_ready(worker))
         return True
+
+    async def _confirm_ready(self, worker: Worker) -> None:
+        deadline = time.monotonic() + PING_CONFIRM_S
+        status: int | str = "no answer"
+        while worker.state == "starting" and time.monotonic() < deadline:
+            try:
+                status, _, _ = await self._probe.request(worker.port or 0, "GET", "/ping", [], b"")
+            except OSError as exc:
+                status = str(exc)
+            if status == 200:
+                break
+            await asyncio.sleep(0.02)
+        endpoint = self.endpoints.get(worker.endpoint_id)
+        if worker.state != "starting" or endpoint is None:
+            return
+        if status != 200:
+            endpoint.last_start_failure = f"worker {worker.id} /ping answered {status}"
+            self._begin_stop(worker)
+            endpoint.notify()
+            return
+        worker.state = "ready"
+        worker.last_active = time.monotonic()
+        self.store.update_worker(worker.id, "ready", worker.port)
+        endpoint.last_start_failure = None
+        endpoint.notify()
 
     async def _drain(self, worker: Worker) -> None:
         """Out of routing now; stopped once its in-flight requests are done (bounded)."""
