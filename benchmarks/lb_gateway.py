@@ -49,7 +49,7 @@ async def drive(
             port, path = targets[turn % len(targets)]
             turn += 1
             started = time.perf_counter()
-            status, _, _ = await pool.request(port, "GET", path, headers, b"")
+            status, _, _ = await pool.request("127.0.0.1", port, "GET", path, headers, b"")
             latencies.append((time.perf_counter() - started) * 1000)
             assert status == 200, status
         pool.close()

@@ -182,6 +182,18 @@ class RemoteFunction:
                     self._shipped = serialization.encode_function(self.func)
         return self._shipped
 
+    def _endpoint(self) -> Any:
+        """The live endpoint of this resource and dependency set (looked up once)."""
+        if self._live_endpoint is None:
+            from runpod_flash.stubs import live
+
+            code = getattr(self.func, "__code__", None)
+            origin = (code.co_filename, code.co_firstlineno) if code else ("<remote>", 0)
+            self._live_endpoint = live.endpoint_for(
+                self.resource, self.dependencies, self.system_dependencies, origin
+            )
+        return self._live_endpoint
+
     def _call_blocking(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         from runpod_flash.stubs import live
 
@@ -195,14 +207,8 @@ class RemoteFunction:
             from runpod_flash.stubs import http_route
 
             return http_route.call(self.resource, self.func, self.route, args, kwargs)
-        if self._live_endpoint is None:
-            code = getattr(self.func, "__code__", None)
-            origin = (code.co_filename, code.co_firstlineno) if code else ("<remote>", 0)
-            self._live_endpoint = live.endpoint_for(
-                self.resource, self.dependencies, self.system_dependencies, origin
-            )
         return live.call(
-            self._live_endpoint, self.shipped, self.func.__name__, self.func.__module__,
+            self._endpoint(), self.shipped, self.func.__name__, self.func.__module__,
             self.resource.execution_timeout_s, args, kwargs,
         )
 
@@ -212,6 +218,12 @@ class RemoteFunction:
         return self._call_blocking(args, kwargs)
 
     async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.resource.is_live:
+            from runpod_flash.stubs import live
+
+            return await live.acall(self._endpoint(), self.shipped, self.func.__name__,
+                                    self.func.__module__, self.resource.execution_timeout_s,
+                                    args, kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(_call_pool, self._call_blocking, args, kwargs)
 

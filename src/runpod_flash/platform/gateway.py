@@ -17,6 +17,7 @@ from runpod_flash.platform.upstream import UpstreamPool
 logger = logging.getLogger("runpod_flash.platform")
 
 PREFIX = "/ep/"
+WORKER_HOST = "127.0.0.1"
 MAX_BODY_BYTES = 64 * 1024 * 1024
 COLD_START_WAIT_S = 60.0
 _HOP_BY_HOP = {
@@ -91,18 +92,18 @@ class Gateway:
                 return
             try:
                 status, response_headers, payload = await self.upstream.request(
-                    worker.port or 0, scope["method"], target, forward_headers, body
+                    WORKER_HOST, worker.port or 0, scope["method"], target, forward_headers, body
                 )
             except ConnectionRefusedError:
                 self.supervisor.report_unreachable(worker)
-                self.upstream.forget(worker.port or 0)
+                self.upstream.forget(WORKER_HOST, worker.port or 0)
                 if attempt == 1:  # nothing was sent: another worker may take it safely
                     continue
                 await send_json(send, 502, {"error": f"worker {worker.id} is unreachable"})
                 return
             except OSError as exc:
                 self.supervisor.report_unreachable(worker)
-                self.upstream.forget(worker.port or 0)
+                self.upstream.forget(WORKER_HOST, worker.port or 0)
                 await send_json(send, 502, {
                     "error": f"worker {worker.id} failed while handling the request: {exc}"
                 })

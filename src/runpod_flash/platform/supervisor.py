@@ -322,7 +322,9 @@ class Supervisor:
         status: int | str = "no answer"
         while worker.state == "starting" and time.monotonic() < deadline:
             try:
-                status, _, _ = await self._probe.request(worker.port or 0, "GET", "/ping", [], b"")
+                status, _, _ = await self._probe.request(
+                    "127.0.0.1", worker.port or 0, "GET", "/ping", [], b""
+                )
             except OSError as exc:
                 status = str(exc)
             if status == 200:

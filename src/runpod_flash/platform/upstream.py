@@ -1,4 +1,4 @@
-"""Kept-alive HTTP/1.1 connections from the gateway to workers.
+"""Kept-alive HTTP/1.1 connections: gateway to workers, and the SDK's asyncio calls.
 
 The gateway's hop is on every request, so it is a thin asyncio protocol with httptools'
 parser (the one uvicorn uses) instead of a general client: measured, an aiohttp hop cost
@@ -77,35 +77,37 @@ class _Connection(asyncio.Protocol):
             self._response = None
 
 
-def _request_head(method: str, target: str, port: int, headers: Headers, length: int) -> bytes:
-    lines = [f"{method} {target} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n".encode("latin-1")]
+def _request_head(
+    method: str, target: str, host: str, port: int, headers: Headers, length: int
+) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1\r\nhost: {host}:{port}\r\n".encode("latin-1")]
     lines.extend(name + b": " + value + b"\r\n" for name, value in headers)
     lines.append(b"content-length: %d\r\n\r\n" % length)
     return b"".join(lines)
 
 
 class UpstreamPool:
-    """Idle connections per worker port, reused across requests."""
+    """Idle connections per (host, port), reused across requests; one event loop only."""
 
     def __init__(self) -> None:
-        self._idle: dict[int, list[_Connection]] = defaultdict(list)
+        self._idle: dict[tuple[str, int], list[_Connection]] = defaultdict(list)
 
     async def request(
-        self, port: int, method: str, target: str, headers: Headers, body: bytes
+        self, host: str, port: int, method: str, target: str, headers: Headers, body: bytes
     ) -> tuple[int, Headers, bytes]:
-        """Send one request to the worker on `port`; raises ConnectionError subclasses.
+        """Send one request; raises ConnectionError subclasses.
 
-        ConnectionRefusedError means nothing was sent; UpstreamClosed means the worker
+        ConnectionRefusedError means nothing was sent; UpstreamClosed means the server
         went away while the request was in its hands.
         """
-        idle = self._idle[port]
+        idle = self._idle[(host, port)]
         connection = idle.pop() if idle else None
         if connection is None or connection.transport is None or \
                 connection.transport.is_closing():
             _, connection = await asyncio.get_running_loop().create_connection(
-                _Connection, "127.0.0.1", port
+                _Connection, host, port
             )
-        head = _request_head(method, target, port, headers, len(body))
+        head = _request_head(method, target, host, port, headers, len(body))
         try:
             response = await connection.send(head, body)
         except BaseException:
@@ -118,12 +120,12 @@ class UpstreamPool:
             connection.transport.close()
         return response
 
-    def forget(self, port: int) -> None:
-        """Close the idle connections of a worker that is gone."""
-        for connection in self._idle.pop(port, []):
+    def forget(self, host: str, port: int) -> None:
+        """Close the idle connections of a server that is gone."""
+        for connection in self._idle.pop((host, port), []):
             if connection.transport is not None:
                 connection.transport.close()
 
     def close(self) -> None:
-        for port in list(self._idle):
-            self.forget(port)
+        for host, port in list(self._idle):
+            self.forget(host, port)

@@ -7,6 +7,7 @@ only the function's hash unless the worker asks for the code (HTTP 409).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -14,11 +15,14 @@ import threading
 import time
 import uuid
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from runpod_flash import serialization
 from runpod_flash.platform.client import Platform, PlatformError, ensure_platform
+from runpod_flash.platform.upstream import UpstreamPool
 from runpod_flash.resources import ServerlessResource
 from runpod_flash.stubs.transport import request
 
@@ -71,6 +75,9 @@ class LiveEndpoint:
             if self._target is None:
                 self._target = self._provision()
             return self._target
+
+    def cached_target(self) -> tuple[Platform, str] | None:
+        return self._target
 
     def forget(self) -> None:
         """Drop the cached target (the platform restarted or the endpoint went away)."""
@@ -133,54 +140,121 @@ def _replay_output(chunks: list[list[str]]) -> None:
         sys.stdout.flush()
 
 
-def call(
-    endpoint: LiveEndpoint,
-    shipped: Callable[[], tuple[str, str]],
-    function_name: str,
-    module_name: str,
-    timeout_s: float | None,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    """Run the function on a worker of `endpoint` and return its value (or raise its error)."""
-    timeout = timeout_s or DEFAULT_TIMEOUT_S
-    function_payload, function_hash = shipped()
-    body = {
-        "function_name": function_name,
-        "function_hash": function_hash,
-        "session": SESSION,
-        "args": serialization.encode((args, kwargs), module_name),
-    }
-    reprovisioned = False
-    while True:
-        platform, url = endpoint.target()
-        try:
-            status, data = request(
-                "POST", url + "/execute", json.dumps(body).encode(), platform.auth, timeout
-            )
-        except TimeoutError:
-            raise TimeoutError(
-                f"Execution timeout on {endpoint.name} after {_seconds(timeout)}s"
-            ) from None
-        except OSError as exc:
-            if not reprovisioned:  # the platform may have stopped: start it and retry once
-                endpoint.forget()
-                reprovisioned = True
-                continue
+class _Call:
+    """One live call's protocol, free of I/O so a blocking and an asyncio driver share it.
+
+    The drivers send `payload()` to `url + "/execute"` and report back what happened; this
+    decides whether to resend (with the code, after a 409), re-provision once (the platform
+    restarted or went away), or finish.
+    """
+
+    def __init__(
+        self,
+        endpoint: LiveEndpoint,
+        shipped: Callable[[], tuple[str, str]],
+        function_name: str,
+        module_name: str,
+        timeout_s: float | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout_s or DEFAULT_TIMEOUT_S
+        self._function_payload, function_hash = shipped()
+        self._body = {
+            "function_name": function_name,
+            "function_hash": function_hash,
+            "session": SESSION,
+            "args": serialization.encode((args, kwargs), module_name),
+        }
+        self._reprovisioned = False
+
+    def payload(self) -> bytes:
+        return json.dumps(self._body).encode()
+
+    def timed_out(self) -> TimeoutError:
+        return TimeoutError(
+            f"Execution timeout on {self.endpoint.name} after {_seconds(self.timeout)}s"
+        )
+
+    def _reprovision(self) -> bool:
+        if self._reprovisioned:
+            return False
+        self.endpoint.forget()
+        self._reprovisioned = True
+        return True
+
+    def unreachable(self, url: str, exc: OSError) -> None:
+        """The platform did not answer: retry once (it is restarted), then give up."""
+        if not self._reprovision():
             raise ConnectionError(
-                f"Failed to connect to endpoint {endpoint.name} ({url}): {exc}"
+                f"Failed to connect to endpoint {self.endpoint.name} ({url}): {exc}"
             ) from None
-        if status == 409 and "function" not in body:
-            body["function"] = function_payload
-            continue
-        if status == 404 and not reprovisioned:  # platform restarted without this endpoint
-            endpoint.forget()
-            reprovisioned = True
-            continue
+
+    def answered(self, status: int, data: bytes) -> tuple[bool, Any]:
+        """(done, value); raises the remote error. Not done means: send again."""
+        if status == 409 and "function" not in self._body:
+            self._body["function"] = self._function_payload
+            return False, None
+        if status == 404 and self._reprovision():  # platform restarted without the endpoint
+            return False, None
         if status != 200:
             text = data[:500].decode(errors="replace")
-            raise RuntimeError(f"HTTP error from endpoint {endpoint.name}: {status} - {text}")
-        return _result(json.loads(data))
+            raise RuntimeError(f"HTTP error from endpoint {self.endpoint.name}: {status} - {text}")
+        return True, _result(json.loads(data))
+
+
+def call(*spec: Any) -> Any:
+    """Run the function on a worker and return its value (or raise its error); blocking."""
+    attempt = _Call(*spec)
+    while True:
+        platform, url = attempt.endpoint.target()
+        try:
+            status, data = request(
+                "POST", url + "/execute", attempt.payload(), platform.auth, attempt.timeout
+            )
+        except TimeoutError:
+            raise attempt.timed_out() from None
+        except OSError as exc:
+            attempt.unreachable(url, exc)
+            continue
+        done, value = attempt.answered(status, data)
+        if done:
+            return value
+
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, UpstreamPool] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def acall(*spec: Any) -> Any:
+    """`call` for `async def` functions: native asyncio, on whatever loop awaits it."""
+    attempt = _Call(*spec)
+    loop = asyncio.get_running_loop()
+    pool = _pools.get(loop)
+    if pool is None:
+        pool = _pools[loop] = UpstreamPool()
+    while True:
+        target = attempt.endpoint.cached_target()
+        platform, url = target or await asyncio.to_thread(attempt.endpoint.target)
+        parts = urlsplit(url)
+        headers = [(b"authorization", f"Bearer {platform.token}".encode()),
+                   (b"content-type", b"application/json")]
+        try:
+            status, _, data = await asyncio.wait_for(
+                pool.request(parts.hostname or "127.0.0.1", parts.port or 80, "POST",
+                             parts.path + "/execute", headers, attempt.payload()),
+                attempt.timeout,
+            )
+        except asyncio.TimeoutError:
+            raise attempt.timed_out() from None
+        except OSError as exc:
+            attempt.unreachable(url, exc)
+            continue
+        done, value = attempt.answered(status, data)
+        if done:
+            return value
 
 
 def _result(response: dict[str, Any]) -> Any:

@@ -1,0 +1,115 @@
+"""Turning one user function into a FastAPI endpoint of a deployed load-balanced worker.
+
+FastAPI reads an endpoint's signature, so each endpoint gets a synthetic one: path parameters
+stay path parameters, GET takes the rest as query parameters, and the other methods take them
+as one JSON object described by a generated pydantic model (which also documents it in /docs).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, create_model
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+logger = logging.getLogger("runpod_flash.runtime")
+
+_PATH_PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
+_BODY = "flash_body"  # the endpoint's own parameter; not a name users pick
+
+
+def _resolve(func: Callable[..., Any], name: str, hint: Any) -> Any:
+    """An annotation as an object; a name only importable for type checkers accepts any value."""
+    if not isinstance(hint, str):
+        return hint
+    try:
+        return eval(hint, getattr(inspect.unwrap(func), "__globals__", {}))  # as get_type_hints
+    except Exception:
+        logger.warning("cannot resolve annotation %r of %s(%s); it accepts any value",
+                       hint, func.__qualname__, name)
+        return Any
+
+
+def _parameters(func: Callable[..., Any]) -> list[inspect.Parameter]:
+    """The function's named parameters with resolved annotations (*args/**kwargs skipped)."""
+    named = []
+    for param in inspect.signature(func).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if param.kind is param.POSITIONAL_ONLY:
+            raise RuntimeError(
+                f"Function '{func.__name__}' has positional-only parameter '{param.name}'; "
+                "HTTP endpoints pass parameters by name, so remove the '/' from its signature"
+            )
+        named.append(param.replace(
+            kind=param.KEYWORD_ONLY,
+            annotation=Any if param.annotation is param.empty
+            else _resolve(func, param.name, param.annotation),
+        ))
+    return named
+
+
+def _body_model(func: Callable[..., Any], params: list[inspect.Parameter]) -> type[BaseModel]:
+    """The JSON object a body method takes; unknown keys are rejected, as a Python call would."""
+    fields: dict[str, Any] = {
+        param.name: (param.annotation, ... if param.default is param.empty else param.default)
+        for param in params
+    }
+    name = "".join(part.title() for part in func.__name__.split("_")) + "Body"
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        name, __config__=ConfigDict(extra="forbid"), __module__=func.__module__, **fields
+    )
+
+
+async def _respond(func: Callable[..., Any], kwargs: dict[str, Any]) -> Response:
+    """Call the user function; its exceptions become a 500 without the traceback."""
+    try:
+        if inspect.iscoroutinefunction(func):
+            result = await func(**kwargs)
+        else:
+            result = await run_in_threadpool(func, **kwargs)
+        if isinstance(result, Response):
+            return result
+        return JSONResponse(jsonable_encoder(result))
+    except HTTPException:
+        raise
+    except Exception as exc:
+        logger.exception("%s raised", func.__qualname__)
+        return JSONResponse(
+            {"error": str(exc), "error_type": type(exc).__name__}, status_code=500
+        )
+
+
+def build_endpoint(
+    func: Callable[..., Any], method: str, path: str
+) -> Callable[..., Awaitable[Response]]:
+    """An endpoint whose signature tells FastAPI where each parameter of `func` comes from."""
+    signature_params = _parameters(func)
+    path_names = set(_PATH_PARAM.findall(path))
+    body_params = [param for param in signature_params if param.name not in path_names]
+    if method != "GET" and body_params:
+        path_params = [param for param in signature_params if param.name in path_names]
+        body_model = _body_model(func, body_params)
+        optional = all(param.default is not param.empty for param in body_params)
+        signature_params = [*path_params, inspect.Parameter(
+            _BODY, inspect.Parameter.KEYWORD_ONLY,
+            annotation=body_model | None if optional else body_model,
+            default=None if optional else inspect.Parameter.empty,
+        )]
+
+    async def endpoint(**kwargs: Any) -> Response:
+        body = kwargs.pop(_BODY, None)
+        if body is not None:
+            kwargs.update({name: getattr(body, name) for name in type(body).model_fields})
+        return await _respond(func, kwargs)
+
+    endpoint.__signature__ = inspect.Signature(signature_params)  # type: ignore[attr-defined]
+    return endpoint
