@@ -26,6 +26,9 @@ _REMOTE_OPTIONS = (
 # Async calls run the blocking transport here, so any event loop (or none) can await them.
 _call_pool = concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="flash-call")
 
+# `flash build` imports modules to read their configs; calls then must not run anything.
+_BUILDING = os.environ.get("FLASH_BUILD") == "1"
+
 # (resource class, resource name) -> {(METHOD, path): qualified function name}
 _routes: dict[tuple[str, str], dict[tuple[str, str], str]] = {}
 _routes_lock = threading.Lock()
@@ -213,6 +216,12 @@ class RemoteFunction:
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if _BUILDING:
+            raise RuntimeError(
+                f"'{self.func.__name__}' was called while `flash build` imported its module; "
+                "a call at import time would provision endpoints. Move it under "
+                "`if __name__ == \"__main__\":`"
+            )
         if self.is_async:
             return self._call_async(args, kwargs)
         return self._call_blocking(args, kwargs)

@@ -38,7 +38,10 @@ def status(
     if as_json:
         typer.echo(json.dumps({"platform": platform.url, "endpoints": endpoints}, indent=2))
         return
-    table = Table("endpoint", "type", "status", "workers", "URL", "routes", "deployed")
+    table = Table()
+    table.add_column("endpoint", no_wrap=True)
+    for title in ("type", "status", "workers", "URL", "routes", "deployed"):
+        table.add_column(title, overflow="fold")
     for endpoint in endpoints:
         states = [w["state"] for w in endpoint["workers"]]
         status_text = endpoint["status"]
