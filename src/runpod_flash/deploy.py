@@ -30,7 +30,6 @@ def deploy_project(
     from runpod_flash.build import build_project
 
     result = build_project(project_dir, progress)
-    progress(f"built {result.files} files ({result.size_bytes / 1024:.0f} KiB)")
     platform = ensure_platform()
     try:
         platform.call("PUT", f"/api/v1/artifacts/{result.artifact_sha256}",

@@ -78,9 +78,13 @@ class Endpoint:
     last_start_failure: str | None = None
     deployed_at: float = field(default_factory=time.time)
 
-    @property
-    def version(self) -> str:
-        return spec_digest(self.spec)[:12]
+    version: str = ""  # digest of `spec`; kept with it by `use_spec`, read on every request
+
+    def __post_init__(self) -> None:
+        self.use_spec(self.spec)
+
+    def use_spec(self, spec: dict[str, Any]) -> None:
+        self.spec, self.version = spec, spec_digest(spec)[:12]
 
     def notify(self) -> None:
         """Wake everyone waiting for a worker state change on this endpoint."""

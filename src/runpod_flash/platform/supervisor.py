@@ -180,7 +180,8 @@ class Supervisor:
                     endpoint.last_start_failure = None
                 raise DeployFailed(f"{candidate.name}: the new version did not start: {failure}")
             old_workers = [w for w in endpoint.workers.values() if w.version != candidate.version]
-            endpoint.spec, endpoint.python = spec, python
+            endpoint.use_spec(spec)
+            endpoint.python = python
             endpoint.status, endpoint.error = "ready", None
             endpoint.deployed_at = time.time()
             endpoint.warning = self._gpu_warning(spec)
