@@ -172,6 +172,15 @@ def test_status_lists_endpoint_type_url_routes_and_workers(deployed: dict[str, s
     assert table.returncode == 0 and "user-service" in table.stdout
 
 
+def test_undeploy_all_asks_first(deployed: dict[str, str]) -> None:
+    declined = subprocess.run(
+        [sys.executable, "-m", "runpod_flash.cli", "undeploy", "--all"], input="n\n",
+        capture_output=True, text=True, timeout=60,
+    )
+    assert declined.returncode == 1 and "Undeploy" in declined.stdout
+    assert http("GET", deployed["user-service"] + "/ping")[0] == 200
+
+
 def test_logs_show_worker_output(deployed: dict[str, str]) -> None:
     http("GET", deployed["user-service"] + "/users/424242")  # logs a traceback
     result = flash("logs", "user-service")
