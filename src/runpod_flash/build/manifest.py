@@ -1,0 +1,130 @@
+"""The build manifest: which functions run on which endpoint, their routes and settings."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .errors import BuildError
+from .guarded_import import LiveFunction, LiveResource
+from .scanner import FunctionDecl
+
+MANIFEST_VERSION = "1.0"
+REQUIREMENTS_FILE = "requirements.txt"
+
+
+@dataclass
+class ResourceGroup:
+    """One endpoint and its functions, in source order."""
+
+    resource: LiveResource
+    functions: list[FunctionDecl] = field(default_factory=list)
+    live: list[LiveFunction] = field(default_factory=list)
+
+
+def group_by_resource(
+    functions: list[FunctionDecl], live: dict[FunctionDecl, LiveFunction]
+) -> dict[str, ResourceGroup]:
+    """Functions grouped by resource name; one name must mean one configuration."""
+    groups: dict[str, ResourceGroup] = {}
+    for fn in functions:
+        resource = live[fn].resource
+        group = groups.setdefault(resource.name, ResourceGroup(resource))
+        if (group.resource.resource_type, group.resource.spec) != (
+            resource.resource_type, resource.spec
+        ):
+            first = group.functions[0]
+            raise BuildError(
+                f"{fn.file}:{fn.line}: resource name '{resource.name}' is configured twice "
+                f"with different settings ('{first.name}' at {first.file}:{first.line} uses "
+                f"the other); give each config its own name or share one config object"
+            )
+        group.functions.append(fn)
+        group.live.append(live[fn])
+    return groups
+
+
+def read_requirements(project_dir: Path) -> list[str]:
+    """The non-comment lines of requirements.txt, if the project has one."""
+    path = project_dir / REQUIREMENTS_FILE
+    if not path.is_file():
+        return []
+    lines = (line.split(" #")[0].strip() for line in path.read_text("utf-8").splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _function_entry(fn: FunctionDecl, live: LiveFunction) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": fn.name, "module": fn.module, "is_async": fn.is_async, "is_class": False,
+    }
+    if live.resource.is_load_balanced:
+        entry.update(http_method=live.method, http_path=live.path)
+    return entry
+
+
+def _resource_entry(
+    group: ResourceGroup, spec: dict[str, Any], decorated: set[str], requirements: list[str]
+) -> dict[str, Any]:
+    first = group.functions[0]
+    return {
+        "resource_type": group.resource.resource_type,
+        "file_path": first.file,
+        "module_path": first.module,
+        "config_variable": first.resource_ref,
+        "functions": [
+            _function_entry(fn, lf)
+            for fn, lf in zip(group.functions, group.live, strict=True)
+        ],
+        "is_load_balanced": group.resource.is_load_balanced,
+        "is_live_resource": group.resource.is_live,
+        "makes_remote_calls": any(fn.calls & (decorated - {fn.name}) for fn in group.functions),
+        "dependencies": sorted({*requirements, *(d for lf in group.live for d in lf.dependencies)}),
+        "system_dependencies": sorted({d for lf in group.live for d in lf.system_dependencies}),
+        "spec": spec,
+    }
+
+
+def build_manifest(
+    project_name: str,
+    groups: dict[str, ResourceGroup],
+    specs: dict[str, dict[str, Any]],
+    requirements: list[str],
+) -> dict[str, Any]:
+    decorated = {fn.name for group in groups.values() for fn in group.functions}
+    routes = {
+        name: {
+            f"{lf.method} {lf.path}": fn.name
+            for fn, lf in zip(g.functions, g.live, strict=True)
+        }
+        for name, g in groups.items()
+        if g.resource.is_load_balanced
+    }
+    return {
+        "version": MANIFEST_VERSION,
+        "generated_at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+        "project_name": project_name,
+        "resources": {
+            name: _resource_entry(group, specs[name], decorated, requirements)
+            for name, group in groups.items()
+        },
+        "function_registry": {
+            fn.name: name for name, group in groups.items() for fn in group.functions
+        },
+        "routes": routes,
+    }
+
+
+def manifest_json(manifest: dict[str, Any]) -> bytes:
+    return (json.dumps(manifest, indent=2) + "\n").encode()
+
+
+def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    """Written whole or not at all, so a reader never sees half a manifest."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_bytes(manifest_json(manifest))
+    os.replace(partial, path)

@@ -1,0 +1,115 @@
+"""`flash.toml`: the project name and per-endpoint overrides, checked strictly.
+
+Typos here would silently deploy the wrong scale, so every unknown name or wrong type is a
+BuildError that lists what is allowed.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BuildError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+SETTINGS_FILE = "flash.toml"
+TOP_LEVEL_KEYS = ("project_name", "endpoints")
+# Overridable integer settings and their minimums (the same as the resource models').
+INTEGER_KEYS = {
+    "workersMin": 0, "workersMax": 1, "idleTimeout": 0, "scalerValue": 1, "gpuCount": 0,
+    "executionTimeoutMs": 0,
+}
+ENDPOINT_KEYS = (*INTEGER_KEYS, "env")
+
+
+@dataclass(frozen=True)
+class Settings:
+    project_name: str | None = None
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _reject_unknown(table: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise BuildError(
+                f"{SETTINGS_FILE}: unknown key '{key}' in {where}; allowed keys: "
+                f"{', '.join(allowed)}"
+            )
+
+
+def _check_endpoint(name: str, table: Any) -> dict[str, Any]:
+    where = f"[endpoints.\"{name}\"]"
+    if not isinstance(table, dict):
+        raise BuildError(f"{SETTINGS_FILE}: {where} must be a table of settings")
+    _reject_unknown(table, ENDPOINT_KEYS, where)
+    for key, value in table.items():
+        if key == "env":
+            if not isinstance(value, dict) or not all(
+                isinstance(v, str) for v in value.values()
+            ):
+                raise BuildError(
+                    f"{SETTINGS_FILE}: {where} env must be a table of strings, "
+                    'e.g. env = { LOG_LEVEL = "debug" }'
+                )
+        elif isinstance(value, bool) or not isinstance(value, int):
+            raise BuildError(
+                f"{SETTINGS_FILE}: {where} {key} must be an integer (got {value!r})"
+            )
+        elif value < INTEGER_KEYS[key]:
+            raise BuildError(
+                f"{SETTINGS_FILE}: {where} {key} must be >= {INTEGER_KEYS[key]} (got {value})"
+            )
+    return table
+
+
+def load_settings(project_dir: Path) -> Settings:
+    """The project's settings; all defaults when there is no flash.toml."""
+    path = project_dir / SETTINGS_FILE
+    if not path.is_file():
+        return Settings()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BuildError(f"{SETTINGS_FILE}: invalid TOML: {exc}") from None
+    _reject_unknown(data, TOP_LEVEL_KEYS, "the top level")
+    project_name = data.get("project_name")
+    if project_name is not None and (not isinstance(project_name, str) or not project_name):
+        raise BuildError(f"{SETTINGS_FILE}: project_name must be a non-empty string")
+    endpoints = data.get("endpoints", {})
+    if not isinstance(endpoints, dict):
+        raise BuildError(f"{SETTINGS_FILE}: endpoints must be tables: [endpoints.<name>]")
+    return Settings(
+        project_name=project_name,
+        endpoints={name: _check_endpoint(name, table) for name, table in endpoints.items()},
+    )
+
+
+def apply_overrides(specs: dict[str, dict[str, Any]], settings: Settings) -> None:
+    """Apply the `[endpoints.<name>]` tables to the specs in place (`env` is merged)."""
+    for name, overrides in settings.endpoints.items():
+        if name not in specs:
+            known = ", ".join(specs) or "none"
+            raise BuildError(
+                f"{SETTINGS_FILE}: [endpoints.\"{name}\"] matches no resource; resources in "
+                f"this project: {known}"
+            )
+        spec = specs[name]
+        where = f"[endpoints.\"{name}\"]"
+        if overrides.get("gpuCount") and spec.get("cpu"):
+            raise BuildError(
+                f"{SETTINGS_FILE}: {where} gpuCount: '{name}' runs on CPU workers and takes "
+                "no GPUs; remove gpuCount"
+            )
+        spec.update({k: v for k, v in overrides.items() if k != "env"})
+        spec["env"] = {**spec.get("env", {}), **overrides.get("env", {})}
+        if spec["workersMin"] > spec["workersMax"]:
+            raise BuildError(
+                f"{SETTINGS_FILE}: {where} workersMin ({spec['workersMin']}) cannot be greater "
+                f"than workersMax ({spec['workersMax']})"
+            )
