@@ -198,22 +198,15 @@ class RemoteFunction:
         return self._live_endpoint
 
     def _call_blocking(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        from runpod_flash.stubs import live
+        from runpod_flash.stubs import http_route, live, queue
 
-        if not self.resource.is_live:
-            if self.route is None:
-                raise NotImplementedError(
-                    f"'{self.func.__name__}' is on queue-based resource "
-                    f"{type(self.resource).__name__}, whose deployed calls are not supported "
-                    "yet; use LiveServerless while developing"
-                )
-            from runpod_flash.stubs import http_route
-
-            return http_route.call(self.resource, self.func, self.route, args, kwargs)
-        return live.call(
-            self._endpoint(), self.shipped, self.func.__name__, self.func.__module__,
-            self.resource.execution_timeout_s, args, kwargs,
-        )
+        if self.resource.is_live:
+            call = live.call if self.resource.is_load_balanced else queue.call_live
+            return call(self._endpoint(), self.shipped, self.func.__name__, self.func.__module__,
+                        self.resource.execution_timeout_s, args, kwargs)
+        if self.route is None:
+            return queue.call_deployed(self.resource, self.func, args, kwargs)
+        return http_route.call(self.resource, self.func, self.route, args, kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if _BUILDING:
@@ -227,7 +220,7 @@ class RemoteFunction:
         return self._call_blocking(args, kwargs)
 
     async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if self.resource.is_live:
+        if self.resource.is_live and self.resource.is_load_balanced:
             from runpod_flash.stubs import live
 
             return await live.acall(self._endpoint(), self.shipped, self.func.__name__,

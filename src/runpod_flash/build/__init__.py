@@ -16,6 +16,8 @@ from .errors import BuildError
 from .guarded_import import LiveFunction, import_project
 from .ignore import collect_files
 from .manifest import (
+    ResourceGroup,
+    add_handlers,
     build_manifest,
     group_by_resource,
     manifest_json,
@@ -87,30 +89,34 @@ def build_project(
     progress(f"Scanning {len(py_files)} Python files")
     scans = scan_project(project_dir, py_files)
     functions = [fn for scan in scans.values() for fn in scan.functions]
-    if not functions:
+    settings = load_settings(project_dir)
+    if not functions and not settings.handlers:
         raise BuildError(
             f"No @remote functions found in {project_dir}; decorate at least one module-level "
-            "function with @remote(resource_config, ...)"
+            "function with @remote(resource_config, ...) or declare a [handlers.<name>] "
+            "worker in flash.toml"
         )
-    check_unique_names(functions)
-    static = _static_routes(scans, functions)
-    check_routes(static)
-    for warning in routing_warnings(static):
-        progress(f"warning: {warning}")
-    settings = load_settings(project_dir)
-
-    progress(f"Importing {len({fn.module for fn in functions})} modules to read resource configs")
-    live = _live_functions(functions, import_project(project_dir, functions, set(py_files)))
-    check_routes(
-        Route(fn, lf.resource.name, lf.resource.is_load_balanced, lf.method, lf.path)
-        for fn, lf in live.items()
-    )
-    groups = group_by_resource(functions, live)
+    groups: dict[str, ResourceGroup] = {}
+    if functions:
+        check_unique_names(functions)
+        static = _static_routes(scans, functions)
+        check_routes(static)
+        for warning in routing_warnings(static):
+            progress(f"warning: {warning}")
+        progress(f"Importing {len({fn.module for fn in functions})} modules to read "
+                 "resource configs")
+        live = _live_functions(functions, import_project(project_dir, functions, set(py_files)))
+        check_routes(
+            Route(fn, lf.resource.name, lf.resource.is_load_balanced, lf.method, lf.path)
+            for fn, lf in live.items()
+        )
+        groups = group_by_resource(functions, live)
     specs = {name: dict(group.resource.spec) for name, group in groups.items()}
     apply_overrides(specs, settings)
-    manifest = build_manifest(
-        settings.project_name or project_dir.name, groups, specs, read_requirements(project_dir)
-    )
+    requirements = read_requirements(project_dir)
+    manifest = build_manifest(settings.project_name or project_dir.name, groups, specs,
+                              requirements)
+    add_handlers(manifest, settings.handlers, set(files), requirements)
     output = project_dir / OUTPUT_DIR
     packaged = [f for f in files if f != MANIFEST_NAME]
     progress(f"Packaging {len(packaged)} files")
@@ -122,6 +128,6 @@ def build_project(
     # Written last, so a failed build never leaves a manifest that disagrees with the artifact.
     manifest_path = output / MANIFEST_NAME
     write_manifest(manifest_path, manifest)
-    progress(f"Built {manifest['project_name']}: {len(functions)} functions on {len(groups)} "
-             f"endpoints, {size / 1024:.1f} KiB")
+    progress(f"Built {manifest['project_name']}: {len(functions)} functions on "
+             f"{len(manifest['resources'])} endpoints, {size / 1024:.1f} KiB")
     return BuildResult(manifest, manifest_path, artifact_path, sha256, len(packaged), size)

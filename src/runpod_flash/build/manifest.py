@@ -118,6 +118,45 @@ def build_manifest(
     }
 
 
+HANDLER_DEFAULTS: dict[str, Any] = {
+    "kind": "deployed", "type": "QB", "cpu": True, "gpuCount": 0, "gpuIds": "",
+    "workersMin": 0, "workersMax": 1, "idleTimeout": 60, "scalerType": "QUEUE_DELAY",
+    "scalerValue": 4, "executionTimeoutMs": 0, "env": {}, "concurrency": 1,
+}
+
+
+def add_handlers(
+    manifest: dict[str, Any],
+    handlers: dict[str, dict[str, Any]],
+    files: set[str],
+    requirements: list[str],
+) -> None:
+    """Queue endpoints served by a plain Runpod worker script (`[handlers.<name>]`)."""
+    for name, table in handlers.items():
+        if name in manifest["resources"]:
+            raise BuildError(
+                f"flash.toml: [handlers.\"{name}\"] has the name of an @remote resource; "
+                "give the handler endpoint another name"
+            )
+        if table["file"] not in files:
+            raise BuildError(
+                f"flash.toml: [handlers.\"{name}\"] file '{table['file']}' is not in the "
+                "project (or is ignored); give its path relative to the project directory"
+            )
+        settings = {k: v for k, v in table.items() if k != "file"}
+        manifest["resources"][name] = {
+            "resource_type": "RunpodHandler",
+            "handler_file": table["file"],
+            "functions": [],
+            "is_load_balanced": False,
+            "is_live_resource": False,
+            "makes_remote_calls": False,
+            "dependencies": sorted(requirements),
+            "system_dependencies": [],
+            "spec": {**HANDLER_DEFAULTS, **settings, "name": name},
+        }
+
+
 def manifest_json(manifest: dict[str, Any]) -> bytes:
     return (json.dumps(manifest, indent=2) + "\n").encode()
 

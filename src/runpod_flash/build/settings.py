@@ -19,19 +19,21 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 SETTINGS_FILE = "flash.toml"
-TOP_LEVEL_KEYS = ("project_name", "endpoints")
+TOP_LEVEL_KEYS = ("project_name", "endpoints", "handlers")
 # Overridable integer settings and their minimums (the same as the resource models').
 INTEGER_KEYS = {
     "workersMin": 0, "workersMax": 1, "idleTimeout": 0, "scalerValue": 1, "gpuCount": 0,
-    "executionTimeoutMs": 0,
+    "executionTimeoutMs": 0, "concurrency": 1,
 }
 ENDPOINT_KEYS = (*INTEGER_KEYS, "env")
+HANDLER_KEYS = ("file", *ENDPOINT_KEYS)
 
 
 @dataclass(frozen=True)
 class Settings:
     project_name: str | None = None
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    handlers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _reject_unknown(table: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
@@ -43,11 +45,28 @@ def _reject_unknown(table: dict[str, Any], allowed: tuple[str, ...], where: str)
             )
 
 
+def _check_handler(name: str, table: Any) -> dict[str, Any]:
+    """`[handlers.<name>]`: a `runpod.serverless.start` script serving a queue endpoint."""
+    where = f"[handlers.\"{name}\"]"
+    if not isinstance(table, dict) or not isinstance(table.get("file"), str):
+        raise BuildError(
+            f"{SETTINGS_FILE}: {where} needs file = \"<worker script>.py\", the script that "
+            "calls runpod.serverless.start"
+        )
+    _check_settings(where, {k: v for k, v in table.items() if k != "file"}, HANDLER_KEYS)
+    return table
+
+
 def _check_endpoint(name: str, table: Any) -> dict[str, Any]:
     where = f"[endpoints.\"{name}\"]"
     if not isinstance(table, dict):
         raise BuildError(f"{SETTINGS_FILE}: {where} must be a table of settings")
-    _reject_unknown(table, ENDPOINT_KEYS, where)
+    return _check_settings(where, table, ENDPOINT_KEYS)
+
+
+def _check_settings(where: str, table: dict[str, Any], allowed: tuple[str, ...]
+                    ) -> dict[str, Any]:
+    _reject_unknown(table, allowed, where)
     for key, value in table.items():
         if key == "env":
             if not isinstance(value, dict) or not all(
@@ -84,9 +103,13 @@ def load_settings(project_dir: Path) -> Settings:
     endpoints = data.get("endpoints", {})
     if not isinstance(endpoints, dict):
         raise BuildError(f"{SETTINGS_FILE}: endpoints must be tables: [endpoints.<name>]")
+    handlers = data.get("handlers", {})
+    if not isinstance(handlers, dict):
+        raise BuildError(f"{SETTINGS_FILE}: handlers must be tables: [handlers.<name>]")
     return Settings(
         project_name=project_name,
         endpoints={name: _check_endpoint(name, table) for name, table in endpoints.items()},
+        handlers={name: _check_handler(name, table) for name, table in handlers.items()},
     )
 
 

@@ -10,11 +10,14 @@ from starlette.applications import Starlette
 from runpod_flash.platform.api import build_routes
 from runpod_flash.platform.deployments import Deployments
 from runpod_flash.platform.gateway import PREFIX, Gateway
+from runpod_flash.platform.jobs import JobQueue
+from runpod_flash.platform.queue_api import build_queue_routes
 from runpod_flash.platform.supervisor import Supervisor
 
 
 class PlatformApp:
-    """Dispatches `/ep/...` straight to the gateway; everything else to Starlette routing."""
+    """Dispatches `/ep/...` straight to the gateway; the control and queue APIs (`/v2/...`)
+    go through Starlette routing."""
 
     def __init__(
         self,
@@ -25,9 +28,12 @@ class PlatformApp:
     ) -> None:
         self.gateway = Gateway(supervisor, token, api_key)
         self.deployments = Deployments(supervisor)
-        self.control = Starlette(
-            routes=build_routes(supervisor, self.deployments, token, request_shutdown)
-        )
+        self.jobs = JobQueue(supervisor.store, supervisor.on_demand)
+        supervisor.on_worker_exit = self.jobs.worker_gone
+        self.control = Starlette(routes=[
+            *build_routes(supervisor, self.deployments, token, request_shutdown),
+            *build_queue_routes(supervisor, self.jobs, token, api_key),
+        ])
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"].startswith(PREFIX):

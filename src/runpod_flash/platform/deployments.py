@@ -32,7 +32,7 @@ class Deployment:
 def endpoint_specs(
     sha256: str, python: str, only: list[str] | None
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """The specs of the artifact's load-balanced endpoints, and the names skipped (queue)."""
+    """The specs of the artifact's endpoints to deploy, and the names skipped."""
     manifest = artifacts.manifest(sha256)
     resources: dict[str, Any] = manifest.get("resources", {})
     unknown = sorted(set(only or []) - set(resources))
@@ -45,9 +45,6 @@ def endpoint_specs(
     for name, resource in sorted(resources.items()):
         if only and name not in only:
             continue
-        if not resource.get("is_load_balanced"):
-            skipped.append(name)
-            continue
         specs.append({
             **resource["spec"],
             "name": name,
@@ -58,6 +55,8 @@ def endpoint_specs(
             "dependencies": resource.get("dependencies", []),
             "system_dependencies": resource.get("system_dependencies", []),
             "routes": manifest.get("routes", {}).get(name, {}),
+            **({"handler_file": resource["handler_file"]} if resource.get("handler_file")
+               else {}),
         })
     return specs, skipped
 
@@ -71,9 +70,7 @@ class Deployments:
     def start(self, specs: list[dict[str, Any]], skipped: list[str]) -> Deployment:
         deployment = Deployment(f"d-{uuid.uuid4().hex[:10]}")
         for name in skipped:
-            deployment.progress.append(
-                f"{name}: queue-based endpoints are not deployable yet; skipped"
-            )
+            deployment.progress.append(f"{name}: skipped")
         self._runs[deployment.id] = deployment
         while len(self._runs) > MAX_KEPT:
             self._runs.popitem(last=False)

@@ -47,6 +47,11 @@ class Gateway:
         if endpoint is None:
             await send_json(send, 404, {"error": f"Endpoint '{endpoint_id}' not found"})
             return
+        if endpoint.spec.get("type") == "QB":
+            await send_json(send, 404, {"error": (
+                f"'{endpoint_id}' is a queue-based endpoint; submit jobs to "
+                f"/v2/{endpoint_id}/run or /v2/{endpoint_id}/runsync")})
+            return
         path = "/" + rest
         headers = scope["headers"]
         if endpoint.kind == "live":

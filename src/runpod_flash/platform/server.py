@@ -120,6 +120,7 @@ async def serve() -> None:
     app = PlatformApp(supervisor, token, api_key, request_shutdown)
     server.config.app = app
     supervisor.start()
+    app.jobs.start()
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not serving.done():
         await asyncio.sleep(0.005)
@@ -134,6 +135,7 @@ async def serve() -> None:
         with contextlib.suppress(FileNotFoundError):
             if json.loads(info.read_text()).get("pid") == os.getpid():
                 info.unlink()
+        app.jobs.stop()
         await supervisor.shutdown()
         app.gateway.close()
         store.close()

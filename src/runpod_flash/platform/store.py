@@ -22,6 +22,22 @@ CREATE TABLE IF NOT EXISTS endpoints (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    endpoint_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    input TEXT NOT NULL,
+    output TEXT,
+    error TEXT,
+    policy TEXT,
+    webhook TEXT,
+    worker_id TEXT,
+    attempts INTEGER NOT NULL,
+    retried INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    completed_at REAL
+);
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY,
     endpoint_id TEXT NOT NULL,
@@ -72,6 +88,28 @@ class Store:
              "created_at": r[4], "updated_at": r[5]}
             for r in rows
         ]
+
+    _JOB_COLUMNS = (
+        "id", "endpoint_id", "status", "input", "output", "error", "policy", "webhook",
+        "worker_id", "attempts", "retried", "created_at", "started_at", "completed_at",
+    )
+
+    def save_job(self, row: dict[str, Any]) -> None:
+        """Insert or replace a job's row: one commit per transition."""
+        columns = ", ".join(self._JOB_COLUMNS)
+        marks = ", ".join("?" for _ in self._JOB_COLUMNS)
+        self._write(f"INSERT OR REPLACE INTO jobs ({columns}) VALUES ({marks})",
+                    tuple(row[name] for name in self._JOB_COLUMNS))
+
+    def delete_job(self, job_id: str) -> None:
+        self._write("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    def jobs(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(self._JOB_COLUMNS)} FROM jobs ORDER BY created_at"
+            ).fetchall()
+        return [dict(zip(self._JOB_COLUMNS, row, strict=True)) for row in rows]
 
     def save_worker(
         self, worker_id: str, endpoint_id: str, pid: int | None, state: str, log_path: str

@@ -58,6 +58,7 @@ class Supervisor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._probe = UpstreamPool()  # health checks: `/ping` on the workers
+        self.on_worker_exit: Callable[[str], None] = lambda worker_id: None
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -245,10 +246,12 @@ class Supervisor:
         endpoint.workers[worker_id] = worker
         self._workers[worker_id] = worker
         self.store.save_worker(worker_id, endpoint.id, None, "starting", str(log_path))
+        handler = spec.get("handler_file")
         launch = WorkerLaunch(
             worker.id, python or endpoint.python or "python3",
             self._worker_env(endpoint, worker, spec), log_path,
             spec.get("app_dir") or spec.get("cwd") or str(config.flash_home()),
+            (handler,) if handler else ("-m", "runpod_flash.runtime"),
         )
         self._spawn_task(self._run_worker(endpoint, worker, launch))
         return worker
@@ -266,8 +269,29 @@ class Supervisor:
             "CUDA_VISIBLE_DEVICES": ",".join(worker.gpus),
         })
         if spec.get("app_dir"):
-            env.update({"FLASH_WORKER_MODE": "deployed", "FLASH_APP_DIR": spec["app_dir"]})
+            env["FLASH_APP_DIR"] = spec["app_dir"]
+        queued = spec.get("type") == "QB"
+        env["FLASH_WORKER_MODE"] = ("queue-" if queued else "") + (
+            "deployed" if spec.get("app_dir") else "live"
+        )
+        if queued:
+            env.update(self._runpod_worker_env(endpoint, worker))
         return env
+
+    def _runpod_worker_env(self, endpoint: Endpoint, worker: Worker) -> dict[str, str]:
+        """The variables a Runpod worker (ours or `runpod.serverless.start`) pulls jobs with."""
+        base = f"{self.platform_url}/v2/{endpoint.id}"
+        return {
+            "RUNPOD_WEBHOOK_GET_JOB": f"{base}/job-take/$ID?gpu=local",
+            "RUNPOD_WEBHOOK_POST_OUTPUT": f"{base}/job-done/$RUNPOD_POD_ID/$ID?gpu=local",
+            "RUNPOD_WEBHOOK_POST_STREAM": f"{base}/job-stream/$RUNPOD_POD_ID/$ID?gpu=local",
+            "RUNPOD_WEBHOOK_PING": f"{base}/ping/$RUNPOD_POD_ID?gpu=local",
+            "RUNPOD_AI_API_KEY": self.token,
+            "RUNPOD_POD_ID": worker.id,
+            "RUNPOD_ENDPOINT_ID": endpoint.id,
+            "RUNPOD_PING_INTERVAL": "2000",
+            "FLASH_JOB_CONCURRENCY": str(endpoint.spec.get("concurrency", 1)),
+        }
 
     async def _run_worker(self, endpoint: Endpoint, worker: Worker, launch: WorkerLaunch) -> None:
         """Start one worker and watch it until it exits; failures are visible, never silent."""
@@ -302,6 +326,7 @@ class Supervisor:
         self._forget(endpoint, worker, "stopped" if expected else "dead")
 
     def _forget(self, endpoint: Endpoint, worker: Worker, final_state: str) -> None:
+        self.on_worker_exit(worker.id)
         worker.state = final_state
         endpoint.workers.pop(worker.id, None)
         self._workers.pop(worker.id, None)
@@ -418,6 +443,54 @@ class Supervisor:
     def report_unreachable(self, worker: Worker) -> None:
         """The gateway could not connect: take the worker out of routing and stop it."""
         self._begin_stop(worker)
+
+    # -- queue endpoints: workers pull, so the platform learns about them from their calls --
+
+    def worker_seen(self, worker_id: str) -> None:
+        """A queue worker called in: it is up (its first call marks it ready)."""
+        worker = self._workers.get(worker_id)
+        if worker is None:
+            return
+        worker.last_active = time.monotonic()
+        if worker.state == "starting":
+            worker.state = "ready"
+            self.store.update_worker(worker_id, "ready")
+            endpoint = self.endpoints.get(worker.endpoint_id)
+            if endpoint:
+                endpoint.last_start_failure = None
+                endpoint.notify()
+
+    def worker_busy(self, worker_id: str, jobs_in_progress: int) -> None:
+        worker = self._workers.get(worker_id)
+        if worker is not None:
+            worker.in_flight = jobs_in_progress
+            worker.last_active = time.monotonic()
+
+    def worker_counts(self, endpoint_id: str) -> dict[str, int]:
+        endpoint = self.endpoints.get(endpoint_id)
+        workers = list(endpoint.workers.values()) if endpoint else []
+        ready = [w for w in workers if w.state == "ready"]
+        return {
+            "idle": sum(1 for w in ready if w.in_flight == 0),
+            "running": sum(1 for w in ready if w.in_flight > 0),
+            "initializing": sum(1 for w in workers if w.state == "starting"),
+            "ready": len(ready),
+            "throttled": 0,
+            "unhealthy": 0,
+        }
+
+    def on_demand(self, endpoint_id: str, waiting: int) -> None:
+        """Jobs are waiting: start a worker unless enough are up or coming."""
+        endpoint = self.endpoints.get(endpoint_id)
+        if endpoint is None or endpoint.status != "ready" or endpoint.last_start_failure:
+            return
+        live = endpoint.live_workers()
+        if any(w.state == "starting" for w in live):
+            return
+        slots = sum(max(0, int(endpoint.spec.get("concurrency", 1)) - w.in_flight)
+                    for w in live)
+        if waiting > slots and len(live) < int(endpoint.spec.get("workersMax", 1)):
+            self._start_worker(endpoint)
 
     # -- housekeeping -----------------------------------------------------------------------
 

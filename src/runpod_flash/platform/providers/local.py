@@ -20,6 +20,7 @@ class WorkerLaunch:
     env: dict[str, str]
     log_path: Path
     cwd: str
+    args: tuple[str, ...] = ("-m", "runpod_flash.runtime")  # what the interpreter runs
 
 
 class LocalProcess:
@@ -51,7 +52,7 @@ class LocalProvider:
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(launch.log_path, "ab", buffering=0) as log:
             process = await asyncio.create_subprocess_exec(
-                launch.python, "-u", "-m", "runpod_flash.runtime",
+                launch.python, "-u", *launch.args,
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
                 env={**os.environ, **launch.env}, cwd=launch.cwd,
             )

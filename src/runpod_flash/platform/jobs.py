@@ -1,0 +1,457 @@
+"""The durable job queue of queue-based endpoints.
+
+Memory holds the live state and answers every request; SQLite records each transition
+(submitted, taken, finished) so a platform killed with `kill -9` loses no job. A result is
+accepted only from the worker that holds the job, so no job completes twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import urllib.request
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from runpod_flash.platform.store import Store
+
+logger = logging.getLogger("runpod_flash.platform")
+
+FINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
+DEFAULT_EXECUTION_TIMEOUT_MS = 600_000
+DEFAULT_TTL_MS = 86_400_000
+RESULT_RETENTION_S = 30 * 60
+MAX_ATTEMPTS = 3  # runs of a job whose worker died before it is FAILED
+RETRY_BACKOFF_S = (0.0, 0.5, 2.0)
+LEASE_S = 30.0  # a worker that neither pings nor reports for this long has lost its jobs
+WEBHOOK_ATTEMPTS = 3
+WEBHOOK_BACKOFF_S = 2.0
+
+
+class JobError(ValueError):
+    """A request about a job that cannot be honoured; the message says why."""
+
+
+@dataclass(eq=False)
+class Job:
+    id: str
+    endpoint_id: str
+    input: Any
+    policy: dict[str, Any] = field(default_factory=dict)
+    webhook: str | None = None
+    status: str = "IN_QUEUE"
+    output: Any = None
+    error: str | None = None
+    worker_id: str | None = None
+    attempts: int = 0
+    retried: int = 0
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    completed_at: float | None = None
+    not_before: float = 0.0
+    lease_until: float = 0.0
+    stream: list[Any] = field(default_factory=list)
+    streamed: int = 0  # chunks already returned by /stream
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def execution_timeout_s(self) -> float:
+        return float(self.policy.get("executionTimeout") or DEFAULT_EXECUTION_TIMEOUT_MS) / 1000
+
+    @property
+    def ttl_s(self) -> float:
+        return float(self.policy.get("ttl") or DEFAULT_TTL_MS) / 1000
+
+    def view(self) -> dict[str, Any]:
+        """The job as the Runpod API shows it."""
+        body: dict[str, Any] = {"id": self.id, "status": self.status}
+        if self.started_at is not None:
+            body["delayTime"] = int((self.started_at - self.created_at) * 1000)
+        if self.completed_at is not None and self.started_at is not None:
+            body["executionTime"] = int((self.completed_at - self.started_at) * 1000)
+        if self.worker_id:
+            body["workerId"] = self.worker_id
+        if self.status == "COMPLETED" or (self.status == "IN_PROGRESS" and self.output is not None):
+            body["output"] = self.output
+        if self.error is not None:
+            body["error"] = self.error
+        return body
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "endpoint_id": self.endpoint_id, "status": self.status,
+            "input": json.dumps(self.input), "output": json.dumps(self.output),
+            "error": self.error, "policy": json.dumps(self.policy), "webhook": self.webhook,
+            "worker_id": self.worker_id, "attempts": self.attempts, "retried": self.retried,
+            "created_at": self.created_at, "started_at": self.started_at,
+            "completed_at": self.completed_at,
+        }
+
+
+class EndpointQueue:
+    """One endpoint's waiting jobs and the workers waiting for them."""
+
+    def __init__(self) -> None:
+        self.waiting: deque[Job] = deque()
+        self.takers: deque[tuple[str, asyncio.Future[Job]]] = deque()
+        self.stops: dict[str, set[str]] = {}  # worker id -> job ids to stop
+        self.stop_waiters: dict[str, asyncio.Event] = {}
+        self.counts = {"completed": 0, "failed": 0, "retried": 0}
+
+
+class JobQueue:
+    def __init__(self, store: Store, on_demand: Callable[[str, int], None]) -> None:
+        self.store = store
+        self.jobs: dict[str, Job] = {}
+        self.queues: dict[str, EndpointQueue] = {}
+        self._on_demand = on_demand  # (endpoint id, jobs waiting): work needs a worker
+        self._sweeper: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Reload unfinished and retained jobs; jobs that were running are queued again."""
+        now = time.time()
+        for row in self.store.jobs():
+            job = Job(
+                row["id"], row["endpoint_id"], json.loads(row["input"]),
+                json.loads(row["policy"] or "{}"), row["webhook"], row["status"],
+                json.loads(row["output"]) if row["output"] else None, row["error"],
+                row["worker_id"], row["attempts"], row["retried"], row["created_at"],
+                row["started_at"], row["completed_at"],
+            )
+            if job.status in FINAL:
+                if now - (job.completed_at or now) > RESULT_RETENTION_S:
+                    self.store.delete_job(job.id)
+                    continue
+                job.done.set()
+                self.jobs[job.id] = job
+                continue
+            self.jobs[job.id] = job
+            if job.status == "IN_PROGRESS":  # its worker died with the old platform
+                self._requeue(job, "the platform restarted while it ran")
+            else:
+                self.queue(job.endpoint_id).waiting.append(job)
+        for endpoint_id, queue in self.queues.items():
+            if queue.waiting:
+                self._on_demand(endpoint_id, len(queue.waiting))
+        self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    def stop(self) -> None:
+        if self._sweeper:
+            self._sweeper.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+
+    def queue(self, endpoint_id: str) -> EndpointQueue:
+        queue = self.queues.get(endpoint_id)
+        if queue is None:
+            queue = self.queues[endpoint_id] = EndpointQueue()
+        return queue
+
+    # -- client side ------------------------------------------------------------------------
+
+    def submit(self, endpoint_id: str, body: dict[str, Any], sync: bool = False) -> Job:
+        if not isinstance(body, dict) or "input" not in body:
+            raise JobError('request body must be a JSON object with an "input" field')
+        policy = body.get("policy") or {}
+        if not isinstance(policy, dict):
+            raise JobError('"policy" must be an object, e.g. {"executionTimeout": 60000}')
+        for name in ("executionTimeout", "ttl"):
+            value = policy.get(name)
+            if value is not None and (not isinstance(value, (int, float)) or value <= 0):
+                raise JobError(f'policy "{name}" must be a positive number of milliseconds')
+        webhook = body.get("webhook")
+        if webhook is not None and not (isinstance(webhook, str) and webhook.startswith(
+                ("http://", "https://"))):
+            raise JobError('"webhook" must be an http(s) URL')
+        job_id = ("sync-" if sync else "") + str(uuid.uuid4())
+        job = Job(job_id, endpoint_id, body["input"], policy, webhook)
+        self.jobs[job.id] = job
+        self.store.save_job(job.row())
+        self._offer(job)
+        return job
+
+    def get(self, endpoint_id: str, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        if job is None or job.endpoint_id != endpoint_id:
+            raise KeyError(job_id)
+        return job
+
+    def take_stream(self, job: Job) -> list[dict[str, Any]]:
+        chunks = [{"output": chunk} for chunk in job.stream[job.streamed:]]
+        job.streamed = len(job.stream)
+        return chunks
+
+    def cancel(self, job: Job) -> None:
+        if job.status in FINAL:
+            return
+        queue = self.queue(job.endpoint_id)
+        if job.status == "IN_QUEUE":
+            with contextlib.suppress(ValueError):
+                queue.waiting.remove(job)
+        elif job.worker_id:
+            self._signal_stop(queue, job.worker_id, job.id)
+        self._finish(job, "CANCELLED", error=None)
+
+    def retry(self, job: Job) -> None:
+        if job.status not in ("FAILED", "TIMED_OUT"):
+            raise JobError(f"only FAILED or TIMED_OUT jobs can be retried; this one is "
+                           f"{job.status}")
+        job.status, job.output, job.error = "IN_QUEUE", None, None
+        job.worker_id, job.started_at, job.completed_at = None, None, None
+        job.attempts, job.stream, job.streamed = 0, [], 0
+        job.created_at, job.done = time.time(), asyncio.Event()
+        job.retried += 1
+        self.queue(job.endpoint_id).counts["retried"] += 1
+        self.store.save_job(job.row())
+        self._offer(job)
+
+    def purge(self, endpoint_id: str) -> int:
+        queue = self.queue(endpoint_id)
+        removed = list(queue.waiting)
+        queue.waiting.clear()
+        for job in removed:
+            self._finish(job, "CANCELLED", error="removed by purge-queue")
+        return len(removed)
+
+    def health(self, endpoint_id: str) -> dict[str, int]:
+        queue = self.queue(endpoint_id)
+        running = sum(1 for j in self.jobs.values()
+                      if j.endpoint_id == endpoint_id and j.status == "IN_PROGRESS")
+        return {"completed": queue.counts["completed"], "failed": queue.counts["failed"],
+                "inProgress": running, "inQueue": len(queue.waiting),
+                "retried": queue.counts["retried"]}
+
+    # -- worker side ------------------------------------------------------------------------
+
+    def _offer(self, job: Job) -> None:
+        """Hand the job to a waiting worker, or queue it and ask for capacity."""
+        queue = self.queue(job.endpoint_id)
+        while queue.takers:
+            worker_id, taker = queue.takers.popleft()
+            if not taker.done():
+                self._assign(job, worker_id)
+                taker.set_result(job)
+                return
+        queue.waiting.append(job)
+        self._on_demand(job.endpoint_id, len(queue.waiting))
+
+    def _assign(self, job: Job, worker_id: str) -> None:
+        job.status, job.worker_id = "IN_PROGRESS", worker_id
+        job.started_at = time.time()
+        job.attempts += 1
+        job.lease_until = time.monotonic() + LEASE_S
+        self.store.save_job(job.row())
+
+    def _ready_job(self, queue: EndpointQueue) -> Job | None:
+        now = time.monotonic()
+        for job in queue.waiting:
+            if job.not_before <= now:
+                queue.waiting.remove(job)
+                return job
+        return None
+
+    async def take(self, endpoint_id: str, worker_id: str, count: int, wait_s: float
+                   ) -> list[Job]:
+        """Up to `count` jobs for a worker, waiting up to `wait_s` for the first one."""
+        queue = self.queue(endpoint_id)
+        jobs: list[Job] = []
+        while len(jobs) < count:
+            job = self._ready_job(queue)
+            if job is None:
+                break
+            self._assign(job, worker_id)
+            jobs.append(job)
+        if jobs or wait_s <= 0:
+            return jobs
+        taker: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
+        queue.takers.append((worker_id, taker))
+        try:
+            return [await asyncio.wait_for(asyncio.shield(taker), wait_s)]
+        except asyncio.TimeoutError:
+            if taker.done() and not taker.cancelled():  # handed over at the last moment
+                return [taker.result()]
+            taker.cancel()
+            return []
+        except asyncio.CancelledError:  # the worker hung up: give back what it was handed
+            if taker.done() and not taker.cancelled():
+                self._requeue(taker.result(), "its worker disconnected", count_attempt=False)
+            taker.cancel()
+            raise
+
+    def complete(self, endpoint_id: str, worker_id: str, job_id: str, body: Any) -> bool:
+        """A worker's result; ignored (False) unless that worker holds the job right now."""
+        job = self.jobs.get(job_id)
+        if job is None or job.endpoint_id != endpoint_id or job.status != "IN_PROGRESS" \
+                or job.worker_id != worker_id:
+            return False
+        if not isinstance(body, dict):
+            body = {"output": body}
+        if body.get("status") == "IN_PROGRESS":  # progress_update from the runpod SDK
+            job.output = body.get("output")
+            return True
+        error = body.get("error")
+        if error is not None:
+            self._finish(job, "FAILED", error=error if isinstance(error, str) else
+                         json.dumps(error))
+        else:
+            self._finish(job, "COMPLETED", output=body.get("output"))
+        return True
+
+    def add_stream(self, endpoint_id: str, worker_id: str, job_id: str, body: Any) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None or job.endpoint_id != endpoint_id or job.worker_id != worker_id \
+                or job.status != "IN_PROGRESS":
+            return False
+        job.stream.append(body.get("output") if isinstance(body, dict) else body)
+        return True
+
+    def heartbeat(self, worker_id: str, job_ids: list[str]) -> None:
+        until = time.monotonic() + LEASE_S
+        for job_id in job_ids:
+            job = self.jobs.get(job_id)
+            if job is not None and job.worker_id == worker_id and job.status == "IN_PROGRESS":
+                job.lease_until = until
+
+    async def stops_for(self, endpoint_id: str, worker_id: str, wait_s: float) -> list[str]:
+        queue = self.queue(endpoint_id)
+        event = queue.stop_waiters.setdefault(worker_id, asyncio.Event())
+        if not queue.stops.get(worker_id):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(event.wait(), wait_s)
+        event.clear()
+        return sorted(queue.stops.pop(worker_id, set()))
+
+    def worker_gone(self, worker_id: str) -> None:
+        """Its process exited: every job it held runs again elsewhere (bounded)."""
+        for job in list(self.jobs.values()):
+            if job.worker_id == worker_id and job.status == "IN_PROGRESS":
+                self._requeue(job, f"its worker {worker_id} died")
+        for queue in self.queues.values():
+            queue.stops.pop(worker_id, None)
+            queue.stop_waiters.pop(worker_id, None)
+            for taker_worker, taker in list(queue.takers):
+                if taker_worker == worker_id:
+                    taker.cancel()
+
+    # -- transitions ------------------------------------------------------------------------
+
+    def _requeue(self, job: Job, reason: str, count_attempt: bool = True) -> None:
+        if not count_attempt:
+            job.attempts -= 1
+        if job.attempts >= MAX_ATTEMPTS:
+            self._finish(job, "FAILED", error=(
+                f"job failed after {job.attempts} attempts: {reason}; "
+                "check the endpoint's logs (flash logs)"
+            ))
+            return
+        logger.warning("requeueing job %s: %s", job.id, reason)
+        job.status, job.worker_id, job.started_at = "IN_QUEUE", None, None
+        job.not_before = time.monotonic() + RETRY_BACKOFF_S[min(job.attempts,
+                                                                len(RETRY_BACKOFF_S) - 1)]
+        self.store.save_job(job.row())
+        queue = self.queue(job.endpoint_id)
+        queue.waiting.appendleft(job)
+        self._on_demand(job.endpoint_id, len(queue.waiting))
+
+    def _signal_stop(self, queue: EndpointQueue, worker_id: str, job_id: str) -> None:
+        queue.stops.setdefault(worker_id, set()).add(job_id)
+        queue.stop_waiters.setdefault(worker_id, asyncio.Event()).set()
+
+    def _finish(self, job: Job, status: str, output: Any = None, error: str | None = None
+                ) -> None:
+        job.status, job.output, job.error = status, output, error
+        job.completed_at = time.time()
+        if job.started_at is None:
+            job.started_at = job.completed_at
+        counts = self.queue(job.endpoint_id).counts
+        if status == "COMPLETED":
+            counts["completed"] += 1
+        elif status in ("FAILED", "TIMED_OUT"):
+            counts["failed"] += 1
+        self.store.save_job(job.row())
+        job.done.set()
+        if job.webhook:
+            task = asyncio.create_task(self._send_webhook(job))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send_webhook(self, job: Job) -> None:
+        payload = json.dumps(job.view()).encode()
+        for attempt in range(WEBHOOK_ATTEMPTS):
+            try:
+                await asyncio.to_thread(_post, job.webhook or "", payload)
+                return
+            except OSError as exc:
+                logger.warning("webhook for job %s failed (attempt %d): %s", job.id,
+                               attempt + 1, exc)
+                await asyncio.sleep(WEBHOOK_BACKOFF_S * (2 ** attempt))
+
+    # -- time-based transitions ---------------------------------------------------------------
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            try:
+                self.sweep()
+            except Exception:
+                logger.exception("job sweep failed")
+
+    def sweep(self) -> None:
+        now, clock = time.time(), time.monotonic()
+        for job in list(self.jobs.values()):
+            if job.status in FINAL:
+                if now - (job.completed_at or now) > RESULT_RETENTION_S:
+                    del self.jobs[job.id]
+                    self.store.delete_job(job.id)
+                continue
+            queue = self.queue(job.endpoint_id)
+            if now - job.created_at > job.ttl_s:
+                if job.status == "IN_QUEUE":
+                    with contextlib.suppress(ValueError):
+                        queue.waiting.remove(job)
+                elif job.worker_id:
+                    self._signal_stop(queue, job.worker_id, job.id)
+                self._finish(job, "TIMED_OUT", error=f"job expired: ttl of {job.ttl_s:g}s")
+            elif job.status == "IN_PROGRESS" and job.started_at is not None and \
+                    now - job.started_at > job.execution_timeout_s:
+                if job.worker_id:
+                    self._signal_stop(queue, job.worker_id, job.id)
+                self._finish(job, "TIMED_OUT", error=(
+                    f"execution timeout: ran longer than {job.execution_timeout_s:g}s"
+                ))
+            elif job.status == "IN_PROGRESS" and clock > job.lease_until:
+                self._requeue(job, f"its worker {job.worker_id} stopped reporting")
+        for endpoint_id, queue in self.queues.items():
+            if queue.waiting:
+                self._on_demand(endpoint_id, len(queue.waiting))
+                self._wake_takers(queue)
+
+    def _wake_takers(self, queue: EndpointQueue) -> None:
+        """Jobs whose retry backoff has passed go to workers already waiting."""
+        while queue.takers:
+            job = self._ready_job(queue)
+            if job is None:
+                return
+            worker_id, taker = queue.takers.popleft()
+            if taker.done():
+                queue.waiting.appendleft(job)
+                continue
+            self._assign(job, worker_id)
+            taker.set_result(job)
+
+
+def _post(url: str, payload: bytes) -> None:
+    request = urllib.request.Request(url, data=payload, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        if response.status >= 300:
+            raise OSError(f"webhook answered {response.status}")
