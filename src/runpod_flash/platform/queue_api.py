@@ -102,7 +102,7 @@ def build_queue_routes(
         job = await submit(request, endpoint_id, RUN_LIMIT, sync=False)
         if isinstance(job, Response):
             return job
-        return JSONResponse({"id": job.id, "status": job.status})
+        return JSONResponse({"id": job.id, "status": "IN_QUEUE"})  # it may already be running
 
     async def runsync(request: Request, endpoint_id: str) -> Response:
         try:
@@ -156,7 +156,7 @@ def build_queue_routes(
             jobs.retry(job)
         except JobError as exc:
             return _error(400, str(exc))
-        return JSONResponse({"id": job.id, "status": job.status})
+        return JSONResponse({"id": job.id, "status": "IN_QUEUE"})
 
     async def purge(request: Request, endpoint_id: str) -> Response:
         return JSONResponse({"removed": jobs.purge(endpoint_id), "status": "completed"})

@@ -1,42 +1,61 @@
-"""Entry point of a worker process started by the platform's provider."""
+"""Entry point of a worker process started by the platform's provider.
+
+`FLASH_WORKER_MODE` picks what it is: an HTTP worker (`live`: /execute; `deployed`: the
+manifest's routes) or a queue worker that pulls jobs (`queue-live`, `queue-deployed`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
 
 from runpod_flash import config
 
+MODES = ("live", "deployed", "queue-live", "queue-deployed")
 
-def main() -> None:
-    from runpod_flash.runtime import output
-    from runpod_flash.runtime.app import LiveWorkerApp
+
+def _worker(mode: str, token: str) -> Coroutine[Any, Any, None]:
+    if mode.startswith("queue-"):
+        from runpod_flash.runtime.queue_worker import run_queue_worker
+
+        return run_queue_worker(mode.removeprefix("queue-"))
     from runpod_flash.runtime.server import serve
 
-    token = os.environ.get(config.ENV_PLATFORM_TOKEN)
-    if not token:
-        sys.exit(f"runpod_flash.runtime: {config.ENV_PLATFORM_TOKEN} is not set; "
-                 "workers are started by the platform, which sets it")
-    output.install()
-    if os.environ.get("FLASH_WORKER_MODE") == "deployed":
-        from pathlib import Path
-
+    if mode == "deployed":
         from runpod_flash.runtime.deployed import create_deployed_app
 
         app = create_deployed_app(
             Path(os.environ["FLASH_APP_DIR"]), os.environ["FLASH_RESOURCE_NAME"]
         )
-        mark_ready = None
-    else:
-        live = LiveWorkerApp(token)
-        app, mark_ready = live, live.mark_ready
+        return serve(app)
+    from runpod_flash.runtime.app import LiveWorkerApp
+
+    live = LiveWorkerApp(token)
+    return serve(live, live.mark_ready)
+
+
+def main() -> None:
+    from runpod_flash.runtime import output
+
+    token = os.environ.get(config.ENV_PLATFORM_TOKEN)
+    if not token:
+        sys.exit(f"runpod_flash.runtime: {config.ENV_PLATFORM_TOKEN} is not set; "
+                 "workers are started by the platform, which sets it")
+    mode = os.environ.get("FLASH_WORKER_MODE", "live")
+    if mode not in MODES:
+        sys.exit(f"runpod_flash.runtime: FLASH_WORKER_MODE={mode!r}; expected one of {MODES}")
+    output.install()
+    worker = _worker(mode, token)
     try:
         import uvloop
 
-        uvloop.run(serve(app, mark_ready))
+        uvloop.run(worker)
     except ImportError:
-        asyncio.run(serve(app, mark_ready))
+        asyncio.run(worker)
 
 
 if __name__ == "__main__":
