@@ -30,6 +30,7 @@ class PlatformApp:
         self.deployments = Deployments(supervisor)
         self.jobs = JobQueue(supervisor.store, supervisor.on_demand)
         supervisor.on_worker_exit = self.jobs.worker_gone
+        supervisor.on_worker_draining = self.jobs.release_worker
         self.control = Starlette(routes=[
             *build_routes(supervisor, self.deployments, token, request_shutdown),
             *build_queue_routes(supervisor, self.jobs, token, api_key),

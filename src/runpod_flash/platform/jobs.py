@@ -144,7 +144,17 @@ class JobQueue:
                 self._on_demand(endpoint_id, len(queue.waiting))
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
+    def release_waiters(self) -> None:
+        """Answer every long-poll now (the platform is stopping): workers get 204s."""
+        for queue in self.queues.values():
+            for _, taker in queue.takers:
+                taker.cancel()
+            queue.takers.clear()
+            for event in queue.stop_waiters.values():
+                event.set()
+
     def stop(self) -> None:
+        self.release_waiters()
         if self._sweeper:
             self._sweeper.cancel()
         for task in list(self._tasks):
@@ -275,17 +285,16 @@ class JobQueue:
         taker: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
         queue.takers.append((worker_id, taker))
         try:
-            return [await asyncio.wait_for(asyncio.shield(taker), wait_s)]
-        except asyncio.TimeoutError:
-            if taker.done() and not taker.cancelled():  # handed over at the last moment
-                return [taker.result()]
-            taker.cancel()
-            return []
+            await asyncio.wait({taker}, timeout=wait_s)
         except asyncio.CancelledError:  # the worker hung up: give back what it was handed
             if taker.done() and not taker.cancelled():
                 self._requeue(taker.result(), "its worker disconnected", count_attempt=False)
             taker.cancel()
             raise
+        if taker.done() and not taker.cancelled():
+            return [taker.result()]
+        taker.cancel()  # timed out, or released because the platform is stopping
+        return []
 
     def complete(self, endpoint_id: str, worker_id: str, job_id: str, body: Any) -> bool:
         """A worker's result; ignored (False) unless that worker holds the job right now."""
@@ -330,17 +339,25 @@ class JobQueue:
         event.clear()
         return sorted(queue.stops.pop(worker_id, set()))
 
+    def release_worker(self, worker_id: str) -> None:
+        """End a worker's long polls now (it is draining or gone): it gets no new job."""
+        for queue in self.queues.values():
+            event = queue.stop_waiters.get(worker_id)
+            if event is not None:
+                event.set()
+            for taker_worker, taker in list(queue.takers):
+                if taker_worker == worker_id:
+                    taker.cancel()
+
     def worker_gone(self, worker_id: str) -> None:
         """Its process exited: every job it held runs again elsewhere (bounded)."""
+        self.release_worker(worker_id)
         for job in list(self.jobs.values()):
             if job.worker_id == worker_id and job.status == "IN_PROGRESS":
                 self._requeue(job, f"its worker {worker_id} died")
         for queue in self.queues.values():
             queue.stops.pop(worker_id, None)
             queue.stop_waiters.pop(worker_id, None)
-            for taker_worker, taker in list(queue.takers):
-                if taker_worker == worker_id:
-                    taker.cancel()
 
     # -- transitions ------------------------------------------------------------------------
 

@@ -99,6 +99,13 @@ async def _exit_when_idle(supervisor: Supervisor, server: uvicorn.Server) -> Non
             server.should_exit = True
 
 
+async def _release_long_polls_on_exit(app: PlatformApp, server: uvicorn.Server) -> None:
+    """Stopping (API call or signal): answer workers' long polls so shutdown is prompt."""
+    while not server.should_exit:
+        await asyncio.sleep(0.1)
+    app.jobs.release_waiters()
+
+
 async def serve() -> None:
     lock = _hold_instance_lock()
     token = load_or_create_token()
@@ -109,7 +116,7 @@ async def serve() -> None:
     server = uvicorn.Server(
         uvicorn.Config(
             None, log_level="warning", access_log=False, lifespan="off",
-            timeout_keep_alive=600, limit_concurrency=None,
+            timeout_keep_alive=600, limit_concurrency=None, timeout_graceful_shutdown=10,
         )
     )
 
@@ -128,10 +135,12 @@ async def serve() -> None:
     _publish(info, url)
     logger.warning("openflash platform %s listening on %s", os.getpid(), url)
     idle = asyncio.create_task(_exit_when_idle(supervisor, server))
+    releaser = asyncio.create_task(_release_long_polls_on_exit(app, server))
     try:
         await serving
     finally:
         idle.cancel()
+        releaser.cancel()
         with contextlib.suppress(FileNotFoundError):
             if json.loads(info.read_text()).get("pid") == os.getpid():
                 info.unlink()

@@ -128,8 +128,15 @@ class Store:
             (state, port, ended, worker_id),
         )
 
+    def unfinished_workers(self) -> list[tuple[str, int]]:
+        """(id, pid) of workers an earlier platform run never saw end."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, pid FROM workers WHERE ended_at IS NULL AND pid IS NOT NULL"
+            ).fetchall()
+        return [(row[0], row[1]) for row in rows]
+
     def mark_all_workers_gone(self) -> None:
-        """At start-up: workers of a previous platform run exit on their own (parent watch)."""
         self._write(
             "UPDATE workers SET state = 'dead', ended_at = ? WHERE ended_at IS NULL",
             (time.time(),),

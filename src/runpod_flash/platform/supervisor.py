@@ -20,7 +20,12 @@ from runpod_flash.platform.endpoints import (
 )
 from runpod_flash.platform.environments import DependencyInstallError, ensure_environment
 from runpod_flash.platform.gpus import GpuAllocator, GpuRequestError
-from runpod_flash.platform.providers.local import LocalProvider, WorkerLaunch
+from runpod_flash.platform.providers.local import (
+    LocalProvider,
+    WorkerLaunch,
+    kill_group,
+    kill_leftover,
+)
 from runpod_flash.platform.store import Store
 from runpod_flash.platform.upstream import UpstreamPool
 
@@ -30,6 +35,7 @@ WORKER_START_TIMEOUT_S = float(os.environ.get("FLASH_WORKER_START_TIMEOUT", "60"
 DRAIN_TIMEOUT_S = float(os.environ.get("FLASH_DRAIN_TIMEOUT", "30"))
 PING_CONFIRM_S = 10.0
 REAP_INTERVAL_S = 0.5
+IDLE_STOP_GRACE_S = 3.0
 LOG_TAIL_LINES = 20
 
 
@@ -59,11 +65,14 @@ class Supervisor:
         self._reaper: asyncio.Task[None] | None = None
         self._probe = UpstreamPool()  # health checks: `/ping` on the workers
         self.on_worker_exit: Callable[[str], None] = lambda worker_id: None
+        self.on_worker_draining: Callable[[str], None] = lambda worker_id: None
 
     # -- life cycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Mark workers of an earlier run gone and bring deployed endpoints back."""
+        """Stop workers an earlier run left (after kill -9), bring deployed endpoints back."""
+        for worker_id, pid in self.store.unfinished_workers():
+            kill_leftover(pid, worker_id)
         self.store.mark_all_workers_gone()
         for row in self.store.endpoints():
             if row["kind"] != "deployed":
@@ -323,6 +332,7 @@ class Supervisor:
         elif worker.state not in ("stopping", "draining"):
             logger.warning("worker %s of %s exited with code %s", worker.id, endpoint.id, code)
         expected = worker.state in ("stopping", "draining")
+        kill_group(worker.process.pid)  # what the worker started dies with it
         self._forget(endpoint, worker, "stopped" if expected else "dead")
 
     def _forget(self, endpoint: Endpoint, worker: Worker, final_state: str) -> None:
@@ -375,11 +385,12 @@ class Supervisor:
         if worker.state in ("stopped", "dead"):
             return
         worker.state = "draining"
+        self.on_worker_draining(worker.id)
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         while worker.in_flight > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        if worker.process is not None:
-            await worker.process.stop()
+        if worker.process is not None:  # drained: nothing of the caller's is lost by hurrying
+            await worker.process.stop(grace_s=IDLE_STOP_GRACE_S)
 
     def _begin_stop(self, worker: Worker) -> None:
         """Take a worker out of routing now and stop it in the background."""

@@ -1,10 +1,9 @@
-"""Serving a worker app: bind a free loopback port, tell the platform, exit with the parent."""
+"""Serving a worker app: bind a free loopback port, then tell the platform it is up."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import socket
 import urllib.request
@@ -14,10 +13,6 @@ from typing import Any
 import uvicorn
 
 from runpod_flash import config
-
-logger = logging.getLogger("runpod_flash.runtime")
-
-PARENT_CHECK_INTERVAL_S = 1.0
 
 
 def _report_ready(platform_url: str, token: str, worker_id: str, port: int) -> None:
@@ -29,16 +24,6 @@ def _report_ready(platform_url: str, token: str, worker_id: str, port: int) -> N
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         response.read()
-
-
-async def _exit_with_parent(server: uvicorn.Server) -> None:
-    """A worker whose platform died (kill -9 included) must not linger as an orphan."""
-    parent = os.getppid()
-    while not server.should_exit:
-        await asyncio.sleep(PARENT_CHECK_INTERVAL_S)
-        if os.getppid() != parent:
-            logger.warning("platform process %s went away; worker exiting", parent)
-            server.should_exit = True
 
 
 async def serve(app: Any, mark_ready: Callable[[], None] | None = None) -> None:
@@ -66,6 +51,4 @@ async def serve(app: Any, mark_ready: Callable[[], None] | None = None) -> None:
             os.environ.get(config.ENV_WORKER_ID, ""),
             port,
         )
-    watcher = asyncio.create_task(_exit_with_parent(server))
     await serving
-    watcher.cancel()
