@@ -335,3 +335,33 @@ def _alive(pid: int) -> bool:
 
 def test_worker_pids_are_not_the_callers(deployed: dict[str, str]) -> None:
     assert os.getpid() not in worker_pids(platform_status(), "jobs")
+
+
+LIVE_PIPELINE = """
+import asyncio, json, os
+from runpod_flash import CpuLiveLoadBalancer, CpuLiveServerless, remote
+
+front = CpuLiveLoadBalancer(name="live-front")
+inference = CpuLiveServerless(name="live-inference")
+
+@remote(inference)
+async def infer(x):
+    return {"y": x + 1, "pid": os.getpid()}
+
+@remote(front, method="POST", path="/predict")
+async def predict(x):
+    result = await infer(x * 2)
+    return {"answer": result["y"], "inference_pid": result["pid"], "front_pid": os.getpid()}
+
+out = asyncio.run(predict(5))
+out["me"] = os.getpid()
+print(json.dumps(out))
+"""
+
+
+def test_live_route_awaits_a_live_queue_function_of_another_endpoint() -> None:
+    result = run_python(LIVE_PIPELINE)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["answer"] == 11
+    assert len({out["inference_pid"], out["front_pid"], out["me"]}) == 3

@@ -28,7 +28,7 @@ class PlatformApp:
     ) -> None:
         self.gateway = Gateway(supervisor, token, api_key)
         self.deployments = Deployments(supervisor)
-        self.jobs = JobQueue(supervisor.store, supervisor.on_demand)
+        self.jobs = JobQueue(supervisor.store, supervisor.on_demand, supervisor.worker_busy)
         supervisor.on_worker_exit = self.jobs.worker_gone
         supervisor.on_worker_draining = self.jobs.release_worker
         self.control = Starlette(routes=[

@@ -106,8 +106,15 @@ class EndpointQueue:
 
 
 class JobQueue:
-    def __init__(self, store: Store, on_demand: Callable[[str, int], None]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        on_demand: Callable[[str, int], None],
+        on_load: Callable[[str, int], None] = lambda worker_id, jobs: None,
+    ) -> None:
         self.store = store
+        self._on_load = on_load  # (worker id, jobs it now holds): keeps routing and drain true
+        self._held: dict[str, set[str]] = {}
         self.jobs: dict[str, Job] = {}
         self.queues: dict[str, EndpointQueue] = {}
         self._on_demand = on_demand  # (endpoint id, jobs waiting): work needs a worker
@@ -254,7 +261,16 @@ class JobQueue:
         queue.waiting.append(job)
         self._on_demand(job.endpoint_id, len(queue.waiting))
 
+    def _hold(self, worker_id: str, job_id: str, holding: bool) -> None:
+        held = self._held.setdefault(worker_id, set())
+        if holding:
+            held.add(job_id)
+        else:
+            held.discard(job_id)
+        self._on_load(worker_id, len(held))
+
     def _assign(self, job: Job, worker_id: str) -> None:
+        self._hold(worker_id, job.id, True)
         job.status, job.worker_id = "IN_PROGRESS", worker_id
         job.started_at = time.time()
         job.attempts += 1
@@ -355,6 +371,7 @@ class JobQueue:
         for job in list(self.jobs.values()):
             if job.worker_id == worker_id and job.status == "IN_PROGRESS":
                 self._requeue(job, f"its worker {worker_id} died")
+        self._held.pop(worker_id, None)
         for queue in self.queues.values():
             queue.stops.pop(worker_id, None)
             queue.stop_waiters.pop(worker_id, None)
@@ -371,6 +388,8 @@ class JobQueue:
             ))
             return
         logger.warning("requeueing job %s: %s", job.id, reason)
+        if job.worker_id:
+            self._hold(job.worker_id, job.id, False)
         job.status, job.worker_id, job.started_at = "IN_QUEUE", None, None
         job.not_before = time.monotonic() + RETRY_BACKOFF_S[min(job.attempts,
                                                                 len(RETRY_BACKOFF_S) - 1)]
@@ -385,6 +404,8 @@ class JobQueue:
 
     def _finish(self, job: Job, status: str, output: Any = None, error: str | None = None
                 ) -> None:
+        if job.worker_id and job.status == "IN_PROGRESS":
+            self._hold(job.worker_id, job.id, False)
         job.status, job.output, job.error = status, output, error
         job.completed_at = time.time()
         if job.started_at is None:

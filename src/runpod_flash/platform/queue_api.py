@@ -172,9 +172,6 @@ def build_queue_routes(
         except ValueError:
             return _error(400, "batch_size must be an integer")
         taken = await jobs.take(endpoint_id, worker_id, count, TAKE_WAIT_S)
-        supervisor.worker_busy(worker_id, sum(
-            1 for j in jobs.jobs.values() if j.worker_id == worker_id and j.status == "IN_PROGRESS"
-        ))
         if not taken:
             return Response(status_code=204)
         payloads = [{"id": job.id, "input": job.input, **({"webhook": job.webhook}
