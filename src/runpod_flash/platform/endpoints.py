@@ -46,8 +46,10 @@ class Worker:
     port: int | None = None
     process: LocalProcess | None = None
     in_flight: int = 0
+    failed_pings: int = 0
     started_at: float = field(default_factory=time.monotonic)
-    last_active: float = field(default_factory=time.monotonic)
+    last_active: float = field(default_factory=time.monotonic)  # last request or job
+    last_seen: float = field(default_factory=time.monotonic)  # last sign of life
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -76,6 +78,11 @@ class Endpoint:
     workers: dict[str, Worker] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     last_start_failure: str | None = None
+    start_failures: int = 0  # in a row; workers start again only after a growing pause
+    retry_start_at: float = 0.0
+    waiting: int = 0  # requests waiting for a worker
+    stats: dict[str, int] = field(default_factory=lambda: {
+        "requests": 0, "errors": 0, "cold_starts": 0, "worker_failures": 0})
     deployed_at: float = field(default_factory=time.time)
 
     version: str = ""  # digest of `spec`; kept with it by `use_spec`, read on every request
@@ -115,5 +122,8 @@ class Endpoint:
             "workersMax": self.spec.get("workersMax", 1),
             "deployed_at": self.deployed_at,
             "last_start_failure": self.last_start_failure,
+            "start_failures": self.start_failures,
+            "waiting": self.waiting,
+            "stats": dict(self.stats),
             "workers": [w.summary() for w in self.workers.values()],
         }

@@ -8,15 +8,23 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from typing import Any
 
 from runpod_flash.asgi import read_body, send_json
-from runpod_flash.platform.supervisor import EndpointFailed, NoWorkerAvailable, Supervisor
+from runpod_flash.platform.metrics import Metrics, route_label
+from runpod_flash.platform.supervisor import (
+    Backlogged,
+    EndpointFailed,
+    NoWorkerAvailable,
+    Supervisor,
+)
 from runpod_flash.platform.upstream import UpstreamPool
 
 logger = logging.getLogger("runpod_flash.platform")
 
 PREFIX = "/ep/"
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 WORKER_HOST = "127.0.0.1"
 MAX_BODY_BYTES = 64 * 1024 * 1024
 COLD_START_WAIT_S = 60.0
@@ -32,8 +40,11 @@ class Gateway:
     """Routes `/ep/{id}/...`; live `/execute` needs the platform token, deployed endpoints
     need the API key (or the platform token) when the platform was given one."""
 
-    def __init__(self, supervisor: Supervisor, token: str, api_key: str | None) -> None:
+    def __init__(
+        self, supervisor: Supervisor, token: str, api_key: str | None, metrics: Metrics
+    ) -> None:
         self.supervisor = supervisor
+        self.metrics = metrics
         self._platform_auth = f"Bearer {token}".encode()
         self._api_key_auth = f"Bearer {api_key}".encode() if api_key else None
         self.upstream = UpstreamPool()
@@ -69,7 +80,15 @@ class Gateway:
         if body is None:
             await send_json(send, 413, {"error": f"request body over {MAX_BODY_BYTES} bytes"})
             return
-        await self._forward(endpoint, scope, path, headers, body, send)
+        started = time.perf_counter()
+        status = await self._forward(endpoint, scope, path, headers, body, send)
+        endpoint.stats["requests"] += 1
+        if status >= 500:
+            endpoint.stats["errors"] += 1
+        self.metrics.observe_request(
+            endpoint.name, route_label(endpoint.spec.get("routes") or {}, scope["method"], path),
+            status, time.perf_counter() - started,
+        )
 
     @staticmethod
     def _authorized(headers: list[tuple[bytes, bytes]], *accepted: bytes) -> bool:
@@ -80,39 +99,39 @@ class Gateway:
 
     async def _forward(
         self, endpoint: Any, scope: Scope, path: str, headers: Any, body: bytes, send: Any
-    ) -> None:
+    ) -> int:
+        """Proxy to a ready worker; returns the status sent. A request whose worker died
+        before answering is retried once elsewhere when that is safe (idempotent method)."""
         raw_path = scope.get("raw_path") or scope["path"].encode()
         target = "/" + raw_path.decode("latin-1")[len(PREFIX):].partition("/")[2]
         query = scope.get("query_string", b"").decode("latin-1")
         target += f"?{query}" if query else ""
         forward_headers = [(k, v) for k, v in headers if k not in _HOP_BY_HOP]
+        method = scope["method"]
         for attempt in (1, 2):
             try:
                 worker = await self.supervisor.acquire(endpoint, COLD_START_WAIT_S)
             except NoWorkerAvailable as exc:
-                await send_json(send, 503, {"error": str(exc)}, [(b"retry-after", b"1")])
-                return
+                return await _reply(send, 503, str(exc), [(b"retry-after", b"1")])
+            except Backlogged as exc:
+                return await _reply(send, 429, str(exc), [(b"retry-after", b"1")])
             except EndpointFailed as exc:
-                await send_json(send, 503, {"error": str(exc)})
-                return
+                return await _reply(send, 503, str(exc), [(b"retry-after", b"5")])
             try:
                 status, response_headers, payload = await self.upstream.request(
-                    WORKER_HOST, worker.port or 0, scope["method"], target, forward_headers, body
+                    WORKER_HOST, worker.port or 0, method, target, forward_headers, body
                 )
-            except ConnectionRefusedError:
-                self.supervisor.report_unreachable(worker)
-                self.upstream.forget(WORKER_HOST, worker.port or 0)
-                if attempt == 1:  # nothing was sent: another worker may take it safely
-                    continue
-                await send_json(send, 502, {"error": f"worker {worker.id} is unreachable"})
-                return
             except OSError as exc:
                 self.supervisor.report_unreachable(worker)
                 self.upstream.forget(WORKER_HOST, worker.port or 0)
-                await send_json(send, 502, {
-                    "error": f"worker {worker.id} failed while handling the request: {exc}"
-                })
-                return
+                never_sent = isinstance(exc, ConnectionRefusedError)
+                if attempt == 1 and (never_sent or method in IDEMPOTENT):
+                    continue
+                return await _reply(send, 502, (
+                    f"worker {worker.id} failed while handling this {method} request ({exc}); "
+                    "it was not retried because it may have run (not idempotent)"
+                    if not never_sent else f"worker {worker.id} is unreachable"
+                ))
             finally:
                 self.supervisor.release(worker)
             response_headers = [(k, v) for k, v in response_headers if k not in _HOP_BY_HOP]
@@ -121,4 +140,10 @@ class Gateway:
                 "type": "http.response.start", "status": status, "headers": response_headers
             })
             await send({"type": "http.response.body", "body": payload})
-            return
+            return status
+        raise AssertionError("the loop returns on its last attempt")
+
+
+async def _reply(send: Any, status: int, message: str, headers: Any = ()) -> int:
+    await send_json(send, status, {"error": message}, list(headers))
+    return status

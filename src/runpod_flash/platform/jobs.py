@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from runpod_flash.platform.autoscaler import Load
 from runpod_flash.platform.store import Store
 
 logger = logging.getLogger("runpod_flash.platform")
@@ -103,6 +104,7 @@ class EndpointQueue:
         self.stops: dict[str, set[str]] = {}  # worker id -> job ids to stop
         self.stop_waiters: dict[str, asyncio.Event] = {}
         self.counts = {"completed": 0, "failed": 0, "retried": 0}
+        self.running = 0  # jobs IN_PROGRESS
 
 
 class JobQueue:
@@ -114,6 +116,7 @@ class JobQueue:
     ) -> None:
         self.store = store
         self._on_load = on_load  # (worker id, jobs it now holds): keeps routing and drain true
+        self.on_finish: Callable[[Job], None] = lambda job: None
         self._held: dict[str, set[str]] = {}
         self.jobs: dict[str, Job] = {}
         self.queues: dict[str, EndpointQueue] = {}
@@ -239,12 +242,16 @@ class JobQueue:
             self._finish(job, "CANCELLED", error="removed by purge-queue")
         return len(removed)
 
+    def load(self, endpoint_id: str) -> Load:
+        """What the autoscaler needs: jobs running, waiting, and the oldest one's wait."""
+        queue = self.queue(endpoint_id)
+        oldest = time.time() - queue.waiting[0].created_at if queue.waiting else 0.0
+        return Load(busy=queue.running, waiting=len(queue.waiting), oldest_wait_s=oldest)
+
     def health(self, endpoint_id: str) -> dict[str, int]:
         queue = self.queue(endpoint_id)
-        running = sum(1 for j in self.jobs.values()
-                      if j.endpoint_id == endpoint_id and j.status == "IN_PROGRESS")
         return {"completed": queue.counts["completed"], "failed": queue.counts["failed"],
-                "inProgress": running, "inQueue": len(queue.waiting),
+                "inProgress": queue.running, "inQueue": len(queue.waiting),
                 "retried": queue.counts["retried"]}
 
     # -- worker side ------------------------------------------------------------------------
@@ -261,16 +268,19 @@ class JobQueue:
         queue.waiting.append(job)
         self._on_demand(job.endpoint_id, len(queue.waiting))
 
-    def _hold(self, worker_id: str, job_id: str, holding: bool) -> None:
+    def _hold(self, job: Job, worker_id: str, holding: bool) -> None:
         held = self._held.setdefault(worker_id, set())
+        if holding == (job.id in held):
+            return  # e.g. a job reloaded after a restart was never held in this run
         if holding:
-            held.add(job_id)
+            held.add(job.id)
         else:
-            held.discard(job_id)
+            held.discard(job.id)
+        self.queue(job.endpoint_id).running += 1 if holding else -1
         self._on_load(worker_id, len(held))
 
     def _assign(self, job: Job, worker_id: str) -> None:
-        self._hold(worker_id, job.id, True)
+        self._hold(job, worker_id, True)
         job.status, job.worker_id = "IN_PROGRESS", worker_id
         job.started_at = time.time()
         job.attempts += 1
@@ -389,7 +399,7 @@ class JobQueue:
             return
         logger.warning("requeueing job %s: %s", job.id, reason)
         if job.worker_id:
-            self._hold(job.worker_id, job.id, False)
+            self._hold(job, job.worker_id, False)
         job.status, job.worker_id, job.started_at = "IN_QUEUE", None, None
         job.not_before = time.monotonic() + RETRY_BACKOFF_S[min(job.attempts,
                                                                 len(RETRY_BACKOFF_S) - 1)]
@@ -405,7 +415,7 @@ class JobQueue:
     def _finish(self, job: Job, status: str, output: Any = None, error: str | None = None
                 ) -> None:
         if job.worker_id and job.status == "IN_PROGRESS":
-            self._hold(job.worker_id, job.id, False)
+            self._hold(job, job.worker_id, False)
         job.status, job.output, job.error = status, output, error
         job.completed_at = time.time()
         if job.started_at is None:
@@ -417,6 +427,7 @@ class JobQueue:
             counts["failed"] += 1
         self.store.save_job(job.row())
         job.done.set()
+        self.on_finish(job)
         if job.webhook:
             task = asyncio.create_task(self._send_webhook(job))
             self._tasks.add(task)

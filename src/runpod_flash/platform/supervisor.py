@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from runpod_flash import config
+from runpod_flash.platform.autoscaler import Load, desired_workers
 from runpod_flash.platform.endpoints import (
     Endpoint,
     Worker,
@@ -35,6 +36,12 @@ WORKER_START_TIMEOUT_S = float(os.environ.get("FLASH_WORKER_START_TIMEOUT", "60"
 DRAIN_TIMEOUT_S = float(os.environ.get("FLASH_DRAIN_TIMEOUT", "30"))
 PING_CONFIRM_S = 10.0
 REAP_INTERVAL_S = 0.5
+HEALTH_INTERVAL_S = float(os.environ.get("FLASH_HEALTH_INTERVAL", "2"))
+PING_TIMEOUT_S = 2.0
+FAILED_PINGS_TO_REPLACE = 2
+QUEUE_WORKER_SILENCE_S = 15.0  # queue workers ping every 2 s
+MAX_BACKLOG = int(os.environ.get("FLASH_MAX_BACKLOG", "1000"))
+MAX_START_BACKOFF_S = 30.0
 IDLE_STOP_GRACE_S = 3.0
 LOG_TAIL_LINES = 20
 
@@ -45,6 +52,10 @@ class NoWorkerAvailable(Exception):
 
 class EndpointFailed(Exception):
     """The endpoint cannot run (environment build failed, workers crash on start)."""
+
+
+class Backlogged(Exception):
+    """Too many requests already wait for a worker; the gateway answers 429."""
 
 
 class DeployFailed(Exception):
@@ -66,6 +77,8 @@ class Supervisor:
         self._probe = UpstreamPool()  # health checks: `/ping` on the workers
         self.on_worker_exit: Callable[[str], None] = lambda worker_id: None
         self.on_worker_draining: Callable[[str], None] = lambda worker_id: None
+        self.queue_load: Callable[[str], Load] = lambda endpoint_id: Load()
+        self._next_health_check = 0.0
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -149,7 +162,7 @@ class Supervisor:
             endpoint.error = f"Could not prepare endpoint '{endpoint.name}': {exc}"
         else:
             endpoint.status = "ready"
-            self._ensure_minimum(endpoint)
+            self._scale(endpoint)
         endpoint.notify()
 
     async def deploy(
@@ -186,8 +199,9 @@ class Supervisor:
                 failure = endpoint.last_start_failure or "worker did not start"
                 if current is None:
                     await self._discard(endpoint)
-                else:
+                else:  # the failure was the new version's; the running one is fine
                     endpoint.last_start_failure = None
+                    endpoint.start_failures, endpoint.retry_start_at = 0, 0.0
                 raise DeployFailed(f"{candidate.name}: the new version did not start: {failure}")
             old_workers = [w for w in endpoint.workers.values() if w.version != candidate.version]
             endpoint.use_spec(spec)
@@ -199,7 +213,7 @@ class Supervisor:
             endpoint.notify()
             for worker in old_workers:
                 self._spawn_task(self._drain(worker))
-            self._ensure_minimum(endpoint)
+            self._scale(endpoint)
             return endpoint, "created" if current is None else "updated"
 
     async def _wait_ready(self, endpoint: Endpoint, worker: Worker) -> bool:
@@ -225,10 +239,20 @@ class Supervisor:
 
     # -- workers ----------------------------------------------------------------------------
 
-    def _ensure_minimum(self, endpoint: Endpoint) -> None:
-        missing = int(endpoint.spec.get("workersMin", 0)) - len(endpoint.live_workers())
-        for _ in range(max(0, missing)):
-            self._start_worker(endpoint)
+    def _load(self, endpoint: Endpoint) -> Load:
+        if endpoint.spec.get("type") == "QB":
+            return self.queue_load(endpoint.id)
+        busy = sum(w.in_flight for w in endpoint.workers.values() if w.state == "ready")
+        return Load(busy=busy, waiting=endpoint.waiting)
+
+    def _scale(self, endpoint: Endpoint) -> None:
+        """Start workers up to what the autoscaler wants (paused during a crash loop)."""
+        if endpoint.status != "ready" or time.monotonic() < endpoint.retry_start_at:
+            return
+        live = len(endpoint.live_workers())
+        for _ in range(desired_workers(endpoint.spec, live, self._load(endpoint)) - live):
+            if self._start_worker(endpoint) is None:
+                return
 
     def _start_worker(
         self,
@@ -252,6 +276,7 @@ class Supervisor:
         worker_id = f"w-{uuid.uuid4().hex[:10]}"
         log_path = config.logs_dir() / endpoint.id / f"{worker_id}.log"
         worker = Worker(worker_id, endpoint.id, version or endpoint.version, log_path, gpus)
+        endpoint.stats["cold_starts"] += 1
         endpoint.workers[worker_id] = worker
         self._workers[worker_id] = worker
         self.store.save_worker(worker_id, endpoint.id, None, "starting", str(log_path))
@@ -329,6 +354,11 @@ class Supervisor:
                 f"worker {worker.id} exited with code {code} before it was ready; "
                 f"last log lines:\n{self.log_tail(worker)}"
             )
+            endpoint.start_failures += 1
+            endpoint.stats["worker_failures"] += 1
+            endpoint.retry_start_at = time.monotonic() + min(
+                MAX_START_BACKOFF_S, 0.5 * 2 ** (endpoint.start_failures - 1)
+            )
         elif worker.state not in ("stopping", "draining"):
             logger.warning("worker %s of %s exited with code %s", worker.id, endpoint.id, code)
         expected = worker.state in ("stopping", "draining")
@@ -377,7 +407,11 @@ class Supervisor:
         worker.state = "ready"
         worker.last_active = time.monotonic()
         self.store.update_worker(worker.id, "ready", worker.port)
+        self._started_fine(endpoint)
+
+    def _started_fine(self, endpoint: Endpoint) -> None:
         endpoint.last_start_failure = None
+        endpoint.start_failures, endpoint.retry_start_at = 0, 0.0
         endpoint.notify()
 
     async def _drain(self, worker: Worker) -> None:
@@ -408,7 +442,7 @@ class Supervisor:
     # -- routing ----------------------------------------------------------------------------
 
     async def acquire(self, endpoint: Endpoint, wait_s: float) -> Worker:
-        """A ready worker with the fewest requests in flight; starts one if there is none."""
+        """A ready worker with the fewest requests in flight; waits (bounded) for one."""
         deadline = time.monotonic() + wait_s
         while True:
             if endpoint.status == "failed":
@@ -416,35 +450,47 @@ class Supervisor:
             if endpoint.status == "ready":
                 worker = self._pick(endpoint)
                 if worker is not None:
-                    worker.in_flight += 1
                     return worker
-                if not any(w.state == "starting" for w in endpoint.live_workers()):
-                    if endpoint.last_start_failure:
-                        failure, endpoint.last_start_failure = endpoint.last_start_failure, None
-                        raise EndpointFailed(f"Endpoint '{endpoint.name}': {failure}")
-                    if self._start_worker(endpoint) is None:
-                        continue
+                self._fail_fast_in_crash_loop(endpoint)
+            if endpoint.waiting >= MAX_BACKLOG:
+                raise Backlogged(
+                    f"endpoint '{endpoint.name}' has {endpoint.waiting} requests waiting for a "
+                    "worker; retry later or raise workersMax"
+                )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise NoWorkerAvailable(
                     f"no workers available for endpoint '{endpoint.name}' after {wait_s:.0f}s"
                 )
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(endpoint.changed.wait(), remaining)
+            endpoint.waiting += 1
+            try:
+                self._scale(endpoint)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(endpoint.changed.wait(), remaining)
+            finally:
+                endpoint.waiting -= 1
+
+    def _fail_fast_in_crash_loop(self, endpoint: Endpoint) -> None:
+        """Workers keep dying on start: say why now instead of making callers wait."""
+        if endpoint.last_start_failure and not endpoint.live_workers():
+            pause = max(0.0, endpoint.retry_start_at - time.monotonic())
+            raise EndpointFailed(
+                f"Endpoint '{endpoint.name}': workers fail to start ({endpoint.start_failures} "
+                f"in a row; next try in {pause:.1f}s): {endpoint.last_start_failure}"
+            )
 
     def _pick(self, endpoint: Endpoint) -> Worker | None:
-        ready = [w for w in endpoint.live_workers() if w.state == "ready"]
-        if not ready:
+        best: Worker | None = None
+        for worker in endpoint.workers.values():
+            if worker.state == "ready" and worker.version == endpoint.version and (
+                best is None or worker.in_flight < best.in_flight
+            ):
+                best = worker
+        if best is None:
             return None
-        best = min(ready, key=lambda w: w.in_flight)
-        per_worker = max(1, int(endpoint.spec.get("scalerValue", 4)))
-        live = endpoint.live_workers()
-        if (
-            best.in_flight >= per_worker
-            and len(live) < int(endpoint.spec.get("workersMax", 1))
-            and not any(w.state == "starting" for w in live)
-        ):
-            self._start_worker(endpoint)  # scale out; this request still goes to `best`
+        best.in_flight += 1
+        if best.in_flight > int(endpoint.spec.get("scalerValue", 4)):
+            self._scale(endpoint)  # busy: maybe more workers; this request still goes here
         return best
 
     def release(self, worker: Worker) -> None:
@@ -462,14 +508,13 @@ class Supervisor:
         worker = self._workers.get(worker_id)
         if worker is None:
             return
-        worker.last_active = time.monotonic()
+        worker.last_seen = time.monotonic()
         if worker.state == "starting":
             worker.state = "ready"
             self.store.update_worker(worker_id, "ready")
             endpoint = self.endpoints.get(worker.endpoint_id)
             if endpoint:
-                endpoint.last_start_failure = None
-                endpoint.notify()
+                self._started_fine(endpoint)
 
     def worker_busy(self, worker_id: str, jobs_in_progress: int) -> None:
         worker = self._workers.get(worker_id)
@@ -491,17 +536,10 @@ class Supervisor:
         }
 
     def on_demand(self, endpoint_id: str, waiting: int) -> None:
-        """Jobs are waiting: start a worker unless enough are up or coming."""
+        """Jobs are waiting: let the autoscaler add workers."""
         endpoint = self.endpoints.get(endpoint_id)
-        if endpoint is None or endpoint.status != "ready" or endpoint.last_start_failure:
-            return
-        live = endpoint.live_workers()
-        if any(w.state == "starting" for w in live):
-            return
-        slots = sum(max(0, int(endpoint.spec.get("concurrency", 1)) - w.in_flight)
-                    for w in live)
-        if waiting > slots and len(live) < int(endpoint.spec.get("workersMax", 1)):
-            self._start_worker(endpoint)
+        if endpoint is not None:
+            self._scale(endpoint)
 
     # -- housekeeping -----------------------------------------------------------------------
 
@@ -530,8 +568,47 @@ class Supervisor:
                 ):
                     logger.info("stopping idle worker %s of %s", worker.id, endpoint.id)
                     self._begin_stop(worker)
-            if endpoint.last_start_failure is None:
-                self._ensure_minimum(endpoint)
+            self._scale(endpoint)
+        if now >= self._next_health_check:
+            self._next_health_check = now + HEALTH_INTERVAL_S
+            self._check_health()
+
+    def _check_health(self) -> None:
+        """HTTP workers must answer /ping; queue workers must keep calling in."""
+        now = time.monotonic()
+        for worker in list(self._workers.values()):
+            if worker.state != "ready":
+                continue
+            endpoint = self.endpoints.get(worker.endpoint_id)
+            if endpoint is None:
+                continue
+            if endpoint.spec.get("type") == "QB":
+                if now - worker.last_seen > QUEUE_WORKER_SILENCE_S:
+                    self._replace(endpoint, worker, f"silent for {now - worker.last_seen:.0f}s")
+            else:
+                self._spawn_task(self._ping(endpoint, worker))
+
+    async def _ping(self, endpoint: Endpoint, worker: Worker) -> None:
+        try:
+            status, _, _ = await asyncio.wait_for(
+                self._probe.request("127.0.0.1", worker.port or 0, "GET", "/ping", [], b""),
+                PING_TIMEOUT_S,
+            )
+        except (OSError, asyncio.TimeoutError) as exc:
+            status = repr(exc)
+        if status == 200:
+            worker.failed_pings = 0
+            return
+        worker.failed_pings += 1
+        if worker.failed_pings >= FAILED_PINGS_TO_REPLACE and worker.state == "ready":
+            self._replace(endpoint, worker, f"/ping answered {status}")
+
+    def _replace(self, endpoint: Endpoint, worker: Worker, why: str) -> None:
+        logger.warning("worker %s of %s is unhealthy (%s); replacing it", worker.id,
+                       endpoint.id, why)
+        endpoint.stats["worker_failures"] += 1
+        self._begin_stop(worker)
+        self._scale(endpoint)
 
     def status(self) -> list[dict[str, Any]]:
         return [endpoint.summary() for endpoint in self.endpoints.values()]
