@@ -34,7 +34,8 @@ from typing import Any
 
 # benchmarks/queue.py would shadow the standard library's `queue` (which Ray's imports need)
 # while this script's folder is first on sys.path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != HERE]
 
 PROJECT = textwrap.dedent("""
     from runpod_flash import CpuLoadBalancerSlsResource, remote
@@ -245,8 +246,8 @@ def ray_serve_cold_starts(repeats: int) -> list[float] | str:
     except Exception as exc:  # a comparison only: never fail the benchmark over Ray
         return f"failed: {type(exc).__name__}: {exc}"
     finally:
-        with contextlib.suppress(Exception):
-            serve.shutdown()
+        # ray.shutdown() takes Serve down with it; serve.shutdown() first only adds a
+        # "graceful_shutdown failed" line from the raylet.
         with contextlib.suppress(Exception):
             ray.shutdown()
     return samples
@@ -274,7 +275,6 @@ def main() -> None:
     finally:
         subprocess.run([sys.executable, "-m", "runpod_flash.cli", "platform", "stop"],
                        env=dict(os.environ), capture_output=True, timeout=60)
-    ray = ray_serve_cold_starts(options.ray_repeats)
 
     checks: list[tuple[str, bool]] = []
     if colds:
@@ -306,6 +306,8 @@ def main() -> None:
         checks.append((f"scaled 0 -> {MAX_WORKERS} ready workers within "
                        f"{SCALE_UP_TIMEOUT_S:.0f} s", scaling["scale_up_s"] is not None))
         checks.append((f"all {count} burst requests answered 200", scaling["ok"] == count))
+    sys.stdout.flush()
+    ray = ray_serve_cold_starts(options.ray_repeats)
     if isinstance(ray, str):
         print(f"Ray Serve: {ray}")
     elif ray:

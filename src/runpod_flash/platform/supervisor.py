@@ -472,8 +472,8 @@ class Supervisor:
 
     def _fail_fast_in_crash_loop(self, endpoint: Endpoint) -> None:
         """Workers keep dying on start: say why now instead of making callers wait."""
-        if endpoint.last_start_failure and not endpoint.live_workers():
-            pause = max(0.0, endpoint.retry_start_at - time.monotonic())
+        pause = endpoint.retry_start_at - time.monotonic()
+        if endpoint.last_start_failure and pause > 0 and not endpoint.live_workers():
             raise EndpointFailed(
                 f"Endpoint '{endpoint.name}': workers fail to start ({endpoint.start_failures} "
                 f"in a row; next try in {pause:.1f}s): {endpoint.last_start_failure}"
@@ -498,8 +498,16 @@ class Supervisor:
         worker.last_active = time.monotonic()
 
     def report_unreachable(self, worker: Worker) -> None:
-        """The gateway could not connect: take the worker out of routing and stop it."""
-        self._begin_stop(worker)
+        """The gateway lost the worker: out of routing, stopped without waiting for it."""
+        self._kill(worker)
+
+    def _kill(self, worker: Worker) -> None:
+        """An unhealthy worker is stopped at once: its in-flight work cannot finish anyway."""
+        if worker.state in ("starting", "ready", "draining"):
+            worker.state = "stopping"
+            self.on_worker_draining(worker.id)
+            if worker.process is not None:
+                self._spawn_task(worker.process.stop(grace_s=IDLE_STOP_GRACE_S))
 
     # -- queue endpoints: workers pull, so the platform learns about them from their calls --
 
@@ -607,7 +615,7 @@ class Supervisor:
         logger.warning("worker %s of %s is unhealthy (%s); replacing it", worker.id,
                        endpoint.id, why)
         endpoint.stats["worker_failures"] += 1
-        self._begin_stop(worker)
+        self._kill(worker)
         self._scale(endpoint)
 
     def status(self) -> list[dict[str, Any]]:
