@@ -40,7 +40,7 @@ def status(
         return
     table = Table()
     table.add_column("endpoint", no_wrap=True)
-    for title in ("type", "status", "workers", "URL", "routes", "deployed"):
+    for title in ("type", "status", "workers", "traffic", "URL", "routes", "deployed"):
         table.add_column(title, overflow="fold")
     for endpoint in endpoints:
         states = [w["state"] for w in endpoint["workers"]]
@@ -52,11 +52,20 @@ def status(
         table.add_row(
             endpoint["name"], f"{endpoint['kind']} {endpoint['type']}", status_text,
             f"{states.count('ready')} ready / {states.count('starting')} starting",
-            endpoint["url"], "\n".join(endpoint["routes"]),
+            _traffic(endpoint["stats"]), endpoint["url"], "\n".join(endpoint["routes"]),
             datetime.fromtimestamp(endpoint["deployed_at"]).strftime("%Y-%m-%d %H:%M:%S"),
         )
     console.print(f"platform {platform.url}")
     console.print(table)
+
+
+def _traffic(stats: dict[str, int]) -> str:
+    """Requests, errors, cold starts, and the queue for queue endpoints."""
+    text = (f"{stats['requests']} req, {stats['errors']} err, {stats['cold_starts']} cold "
+            f"starts")
+    if "queued" in stats:
+        text += f", {stats['queued']} queued, {stats['running']} running"
+    return text
 
 
 def undeploy(

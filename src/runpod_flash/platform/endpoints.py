@@ -15,6 +15,7 @@ from typing import Any
 from runpod_flash.platform.providers.local import LocalProcess
 
 LB_PREFIX = "/ep"
+QUEUE_PREFIX = "/v2"
 
 
 def slug(name: str) -> str:
@@ -115,7 +116,7 @@ class Endpoint:
             "error": self.error,
             "warning": self.warning,
             "progress": list(self.progress),
-            "path": f"{LB_PREFIX}/{self.id}",
+            "path": f"{QUEUE_PREFIX if self.spec.get('type') == 'QB' else LB_PREFIX}/{self.id}",
             "version": self.version,
             "routes": sorted(self.spec.get("routes", {})),
             "workersMin": self.spec.get("workersMin", 0),

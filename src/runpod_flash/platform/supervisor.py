@@ -619,4 +619,11 @@ class Supervisor:
         self._scale(endpoint)
 
     def status(self) -> list[dict[str, Any]]:
-        return [endpoint.summary() for endpoint in self.endpoints.values()]
+        summaries = []
+        for endpoint in self.endpoints.values():
+            summary = endpoint.summary()
+            if endpoint.spec.get("type") == "QB":
+                load = self.queue_load(endpoint.id)
+                summary["stats"].update(queued=load.waiting, running=load.busy)
+            summaries.append(summary)
+        return summaries
