@@ -32,11 +32,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-# benchmarks/queue.py would shadow the standard library's `queue` (which Ray's imports need)
-# while this script's folder is first on sys.path.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != HERE]
-
 PROJECT = textwrap.dedent("""
     from runpod_flash import CpuLoadBalancerSlsResource, remote
 

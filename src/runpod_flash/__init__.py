@@ -35,12 +35,12 @@ __all__ = [
 ]
 
 _SPECIAL_HOMES = {
-    "remote": "runpod_flash.remote",
+    "remote": "runpod_flash.decorator",
     "RemoteExecutionError": "runpod_flash.serialization",
 }
 
 if TYPE_CHECKING:
-    from runpod_flash.remote import remote
+    from runpod_flash.decorator import remote
     from runpod_flash.resources import (
         CpuInstanceType,
         CpuLiveLoadBalancer,

@@ -147,8 +147,8 @@ def test_crash_loop_backs_off_and_shows_why(urls: dict[str, str]) -> None:
         assert status == 503 and b"crash flag set" in body
         state = endpoint("burst")
         assert state["start_failures"] >= 1 and "crash flag set" in state["last_start_failure"]
-        table = flash("status")
-        assert "failing" in table.stdout
+        table = flash("status", env={"COLUMNS": "300"})
+        assert "workers failing" in table.stdout and "crash flag set" in table.stdout
     finally:
         Path(urls["crash_flag"]).unlink()
     wait_for(lambda: request("GET", urls["burst"] + "/work", None, {}, 30)[0] == 200,

@@ -398,7 +398,7 @@ f = None
 def test_validation_rules_match_the_decorator() -> None:
     from runpod_flash.build import validate
 
-    decorator_module = importlib.import_module("runpod_flash.remote")
+    decorator_module = importlib.import_module("runpod_flash.decorator")
     assert validate.HTTP_METHODS == decorator_module.HTTP_METHODS
     assert validate.RESERVED_PATHS == decorator_module.RESERVED_PATHS
     assert validate.PATH_PARAMETER.pattern == decorator_module._PATH_PARAM.pattern

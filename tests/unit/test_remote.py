@@ -11,7 +11,7 @@ from typing import Any
 import cloudpickle
 import pytest
 
-from runpod_flash.remote import RemoteFunction, RoutingWarning, remote
+from runpod_flash.decorator import RemoteFunction, RoutingWarning, remote
 from runpod_flash.resources import (
     CpuLiveLoadBalancer,
     CpuLiveServerless,
@@ -458,3 +458,14 @@ def test_pickle_inside_other_worker_stays_remote(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("FLASH_RESOURCE_NAME", _name("someone-else"))
     monkeypatch.setenv("FLASH_WORKER_ID", "w1")
     assert isinstance(cloudpickle.loads(payload), RemoteFunction)
+
+
+def test_no_public_name_is_shadowed_by_a_submodule() -> None:
+    """Importing `runpod_flash.<x>` sets the package attribute `x`: an export of that name
+    would turn into the module (workers import every submodule up front)."""
+    import pkgutil
+
+    import runpod_flash
+
+    submodules = {info.name for info in pkgutil.iter_modules(runpod_flash.__path__)}
+    assert not submodules & set(runpod_flash.__all__)

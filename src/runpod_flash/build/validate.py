@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .errors import BuildError
 from .scanner import FunctionDecl
 
-# The same rules as runpod_flash.remote; kept here so a build does not import pydantic.
+# The same rules as runpod_flash.decorator; kept here so a build does not import pydantic.
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 RESERVED_PATHS = ("/ping", "/execute")
 PATH_PARAMETER = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")

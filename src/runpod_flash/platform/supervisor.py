@@ -68,7 +68,7 @@ class Supervisor:
         self.platform_url = platform_url
         self.token = token
         self.gpus = gpus
-        self.provider = LocalProvider()
+        self.provider = LocalProvider(config.logs_dir())
         self.endpoints: dict[str, Endpoint] = {}
         self._workers: dict[str, Worker] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -107,6 +107,7 @@ class Supervisor:
         for task in list(self._tasks):
             task.cancel()
         self._probe.close()
+        self.provider.close()
 
     def _spawn_task(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
