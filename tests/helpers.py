@@ -99,3 +99,12 @@ def run_python(
         [sys.executable, *args], capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})}, cwd=cwd,
     )
+
+
+def flash(*args: str, env: dict[str, str] | None = None, cwd: Any = None,
+          timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """Run the `flash` command line in a fresh interpreter, bounded in time."""
+    return subprocess.run(
+        [sys.executable, "-m", "runpod_flash.cli", *args], capture_output=True, text=True,
+        timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})},
+    )

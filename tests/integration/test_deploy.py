@@ -21,17 +21,11 @@ from typing import Any
 
 import pytest
 
-from helpers import platform_in, platform_status, run_python, stop_platform, wait_for
+from helpers import flash, platform_in, platform_status, run_python, stop_platform, wait_for
 
 PROJECT = Path(__file__).parent / "projects" / "user_service"
 
 
-def flash(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-          timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "runpod_flash.cli", *args], capture_output=True, text=True,
-        timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})},
-    )
 
 
 def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,

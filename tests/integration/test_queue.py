@@ -7,8 +7,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,18 +15,21 @@ from typing import Any, ClassVar
 
 import pytest
 
-from helpers import platform_in, platform_status, run_python, stop_platform, wait_for, worker_pids
+from helpers import (
+    flash,
+    platform_in,
+    platform_status,
+    run_python,
+    stop_platform,
+    wait_for,
+    worker_pids,
+)
 
 runpod = pytest.importorskip("runpod")
 
 PROJECT = Path(__file__).parent / "projects" / "queue_app"
 
 
-def flash(*args: str, env: dict[str, str] | None = None, timeout: float = 240
-          ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runpod_flash.cli", *args],
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from helpers import pid_alive, platform_in, platform_status, stop_platform, wait_for
+from helpers import flash, pid_alive, platform_in, platform_status, stop_platform, wait_for
 from runpod_flash.platform.upstream import UpstreamPool
 from runpod_flash.stubs.transport import request
 
@@ -64,9 +62,6 @@ def job(n: int) -> int:
 '''
 
 
-def flash(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runpod_flash.cli", *args], capture_output=True,
-                          text=True, timeout=240, env={**os.environ, **(env or {})})
 
 
 def endpoint(name: str, home: Path | None = None) -> dict[str, Any]:
