@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import socket
 import time
 from pathlib import Path
@@ -125,6 +126,12 @@ async def serve() -> None:
 
     api_key = os.environ.get("FLASH_API_KEY") or None
     app = PlatformApp(supervisor, token, api_key, request_shutdown)
+    # uvicorn re-raises a caught SIGTERM once it has served, which would kill this process
+    # before it stops its workers; the platform handles the signals itself instead.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, request_shutdown)
     server.config.app = app
     supervisor.start()
     app.jobs.start()

@@ -22,6 +22,7 @@ from runpod_flash.platform.endpoints import (
 from runpod_flash.platform.environments import DependencyInstallError, ensure_environment
 from runpod_flash.platform.gpus import GpuAllocator, GpuRequestError
 from runpod_flash.platform.providers.local import (
+    RUNTIME_ARGS,
     LocalProvider,
     WorkerLaunch,
     kill_group,
@@ -286,7 +287,7 @@ class Supervisor:
             worker.id, python or endpoint.python or "python3",
             self._worker_env(endpoint, worker, spec), log_path,
             spec.get("app_dir") or spec.get("cwd") or str(config.flash_home()),
-            (handler,) if handler else ("-m", "runpod_flash.runtime"),
+            ("-m", "runpod_flash.runtime.script", handler) if handler else RUNTIME_ARGS,
         )
         self._spawn_task(self._run_worker(endpoint, worker, launch))
         return worker

@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
-import threading
-import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 from runpod_flash import config
+from runpod_flash.runtime.lifeline import exit_with_parent
 
 MODES = ("live", "deployed", "queue-live", "queue-deployed")
-PARENT_CHECK_INTERVAL_S = 1.0
 
 
 def _worker(mode: str, token: str) -> Coroutine[Any, Any, None]:
@@ -42,19 +39,6 @@ def _worker(mode: str, token: str) -> Coroutine[Any, Any, None]:
     return serve(live, live.mark_ready)
 
 
-def _exit_with_parent() -> None:
-    """A worker whose platform died (kill -9 included) must not linger: SIGTERM ourselves,
-    which every worker mode answers by finishing its work and exiting."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(PARENT_CHECK_INTERVAL_S)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="flash-parent-watch", daemon=True).start()
-
-
 def main() -> None:
     from runpod_flash.runtime import output
 
@@ -66,7 +50,7 @@ def main() -> None:
     if mode not in MODES:
         sys.exit(f"runpod_flash.runtime: FLASH_WORKER_MODE={mode!r}; expected one of {MODES}")
     output.install()
-    _exit_with_parent()
+    exit_with_parent()
     worker = _worker(mode, token)
     try:
         import uvloop

@@ -1,0 +1,21 @@
+"""`python -m runpod_flash.runtime.script worker.py`: run a user's worker script (such as a
+`runpod.serverless.start` handler) as a platform worker, tied to the platform's life."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+
+from runpod_flash.runtime.lifeline import exit_with_parent
+
+
+def main() -> None:
+    if len(sys.argv) < 2:
+        sys.exit("usage: python -m runpod_flash.runtime.script <script.py> [args...]")
+    exit_with_parent()
+    sys.argv = sys.argv[1:]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()
