@@ -257,3 +257,46 @@ def test_platform_restart_restores_deployed_endpoints(tmp_path: Path) -> None:
         assert request("GET", platform.url + "/ep/comeback/hi", None, {}, 10) == (200, b'"hi"')
     finally:
         stop_platform(home)
+
+
+
+SLOW_START = '''
+import os, time
+from runpod_flash import CpuLoadBalancerSlsResource, remote
+
+if os.environ.get("FLASH_WORKER_ID"):
+    time.sleep(4)  # a cold start slower than the platform lets requests wait
+
+api = CpuLoadBalancerSlsResource(name="sluggish", workersMax=1, idleTimeout=1)
+
+@remote(api, method="GET", path="/hi")
+def hi():
+    return "hi"
+'''
+
+
+def test_waiting_is_bounded_503_then_backlog_429(tmp_path: Path) -> None:
+    home, project = tmp_path / "home", tmp_path / "sluggish"
+    home.mkdir()
+    project.mkdir()
+    (project / "sluggish.py").write_text(SLOW_START)
+    env = {"FLASH_HOME": str(home), "FLASH_COLD_START_WAIT": "1", "FLASH_MAX_BACKLOG": "1"}
+    try:
+        assert flash("deploy", str(project), env=env).returncode == 0
+        wait_for(lambda: not endpoint("sluggish", home)["workers"], timeout=20)
+        platform = platform_in(home)
+        assert platform is not None
+        url = platform.url + "/ep/sluggish/hi"
+        answers: list[tuple[int, bytes]] = []
+        callers = [threading.Thread(target=lambda: answers.append(
+            request("GET", url, None, {}, 30))) for _ in range(3)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(timeout=30)
+        statuses = sorted(status for status, _ in answers)
+        assert statuses[0] == 429 and statuses[-1] == 503, answers
+        assert any(b"no workers available" in body for status, body in answers if status == 503)
+        wait_for(lambda: request("GET", url, None, {}, 30)[0] == 200, timeout=30, interval=0.5)
+    finally:
+        stop_platform(home)

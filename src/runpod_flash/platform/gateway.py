@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import time
 from typing import Any
 
@@ -27,7 +28,7 @@ PREFIX = "/ep/"
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 WORKER_HOST = "127.0.0.1"
 MAX_BODY_BYTES = 64 * 1024 * 1024
-COLD_START_WAIT_S = 60.0
+COLD_START_WAIT_S = float(os.environ.get("FLASH_COLD_START_WAIT", "60"))
 _HOP_BY_HOP = {
     b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"host",
     b"proxy-authorization", b"te", b"trailer", b"content-length",

@@ -309,6 +309,7 @@ class QueueWorker:
         self._http = _Http(settings.api_key)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._stopped: set[str] = set()
+        self._closing = False  # the helper loops end once set
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop`: take and run jobs; then let in-flight jobs finish (bounded)."""
@@ -318,6 +319,7 @@ class QueueWorker:
             await self._take_loop(stop)
             await self._drain()
         finally:
+            self._closing = True
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
@@ -421,21 +423,25 @@ class QueueWorker:
 
     async def _ping_loop(self) -> None:
         """The heartbeat: without it the platform requeues this worker's jobs."""
-        while True:
+        while not self._closing:
             url = with_query(self._settings.ping_url, job_id=",".join(self._running),
                              runpod_version=RUNPOD_VERSION)
             try:
                 await self._http.call("GET", url, 2 * self._settings.ping_interval_s)
             except (OSError, asyncio.TimeoutError) as exc:
+                if self._closing:
+                    return
                 log.warning("ping failed: %s", _describe(exc))
             await asyncio.sleep(self._settings.ping_interval_s)
 
     async def _stop_signal_loop(self) -> None:
         url = self._settings.take_url.replace("/job-take/", "/job-stop/")
-        while True:
+        while not self._closing:
             try:
                 status, body = await self._http.call("GET", url, POLL_TIMEOUT_S)
             except (OSError, asyncio.TimeoutError) as exc:
+                if self._closing:  # Python 3.11's wait_for may turn our cancel into a timeout
+                    return
                 log.warning("job-stop poll failed: %s", _describe(exc))
                 await asyncio.sleep(ERROR_BACKOFF_S)
                 continue
