@@ -33,8 +33,9 @@ class EndpointHTTPError(RuntimeError):
 
 
 def endpoint_url(resource: ServerlessResource) -> tuple[str, dict[str, str]]:
-    """(URL, auth headers) of the deployed endpoint; fills `resource.endpoint_url`."""
-    from runpod_flash.platform.endpoints import LB_PREFIX, deployed_endpoint_id
+    """(URL, auth headers) of the deployed endpoint, looked up once: fills
+    `resource.endpoint_url`, so later calls go straight to it."""
+    from runpod_flash.platform.endpoints import deployed_endpoint_id
 
     api_key = os.environ.get("FLASH_API_KEY")
     if resource.endpoint_url:
@@ -46,9 +47,10 @@ def endpoint_url(resource: ServerlessResource) -> tuple[str, dict[str, str]]:
     endpoint_id = deployed_endpoint_id(resource.name)
     status, data = request("GET", f"{platform.url}/api/v1/endpoints/{endpoint_id}", None,
                            platform.auth, 10)
-    if status != 200 or json.loads(data).get("kind") != "deployed":
+    summary = json.loads(data) if status == 200 else {}
+    if summary.get("kind") != "deployed":
         raise ValueError(NOT_DEPLOYED)
-    resource.endpoint_url = f"{platform.url}{LB_PREFIX}/{endpoint_id}"
+    resource.endpoint_url = platform.url + summary["path"]  # /ep/<id>, or /v2/<id> for queues
     return resource.endpoint_url, {"Authorization": f"Bearer {api_key or platform.token}"}
 
 

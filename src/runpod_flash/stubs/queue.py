@@ -13,9 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from runpod_flash import serialization
-from runpod_flash.platform.client import Platform, find_running
 from runpod_flash.resources import ServerlessResource
-from runpod_flash.stubs.http_route import NOT_DEPLOYED, _json_or_type_error, _raise_for
+from runpod_flash.stubs.http_route import _json_or_type_error, _raise_for, endpoint_url
 from runpod_flash.stubs.live import SESSION, LiveEndpoint, _replay_output, _seconds
 from runpod_flash.stubs.transport import request
 
@@ -24,25 +23,24 @@ MAX_RUNSYNC_WAIT_MS = 300_000
 POLL_INTERVAL_S = 0.2
 
 
-def _run_job(platform: Platform, queue_url: str, body: dict[str, Any], timeout: float,
+def _run_job(auth: dict[str, str], queue_url: str, body: dict[str, Any], timeout: float,
              name: str) -> dict[str, Any]:
     """Submit with runsync and wait for a final state (polling past runsync's wait)."""
     wait_ms = min(MAX_RUNSYNC_WAIT_MS, max(1000, int(timeout * 1000)))
     deadline = time.monotonic() + timeout
     try:
         status, data = request("POST", f"{queue_url}/runsync?wait={wait_ms}",
-                               json.dumps(body).encode(), platform.auth, timeout + 5)
+                               json.dumps(body).encode(), auth, timeout + 5)
         if status != 200:
             raise RuntimeError(f"HTTP error from endpoint {name}: {status} - "
                                f"{data[:500].decode(errors='replace')}")
         job = json.loads(data)
         while job["status"] in ("IN_QUEUE", "IN_PROGRESS"):
             if time.monotonic() > deadline:
-                request("POST", f"{queue_url}/cancel/{job['id']}", None, platform.auth, 5)
+                request("POST", f"{queue_url}/cancel/{job['id']}", None, auth, 5)
                 raise TimeoutError(f"Execution timeout on {name} after {_seconds(timeout)}s")
             time.sleep(POLL_INTERVAL_S)
-            _, data = request("GET", f"{queue_url}/status/{job['id']}", None,
-                              platform.auth, 10)
+            _, data = request("GET", f"{queue_url}/status/{job['id']}", None, auth, 10)
             job = json.loads(data)
     except OSError as exc:
         if isinstance(exc, TimeoutError):
@@ -86,7 +84,7 @@ def call_live(
     platform, url = endpoint.target()
     queue_url = url.replace("/ep/", "/v2/", 1)
     body = {"input": job_input, "policy": {"executionTimeout": int(timeout * 1000)}}
-    job = _run_job(platform, queue_url, body, timeout, endpoint.name)
+    job = _run_job(platform.auth, queue_url, body, timeout, endpoint.name)
     if job["status"] == "COMPLETED":
         output = job.get("output") or {}
         _replay_output(output.get("output") or [])
@@ -106,22 +104,14 @@ def call_deployed(
     kwargs: dict[str, Any],
 ) -> Any:
     """Run a deployed queue endpoint's function with plain JSON keyword arguments."""
-    from runpod_flash.platform.endpoints import deployed_endpoint_id
-
     bound = inspect.signature(func).bind(*args, **kwargs)  # TypeError for wrong arguments
     values = dict(bound.arguments)
     _json_or_type_error(func, values)
-    platform = find_running()
-    if platform is None:
-        raise ValueError(NOT_DEPLOYED)
-    queue_url = f"{platform.url}/v2/{deployed_endpoint_id(resource.name)}"
-    status, _ = request("GET", f"{queue_url}/health", None, platform.auth, 10)
-    if status != 200:
-        raise ValueError(NOT_DEPLOYED)
+    queue_url, auth = endpoint_url(resource)
     timeout = resource.execution_timeout_s or DEFAULT_TIMEOUT_S
     body = {"input": {"function": func.__name__, **values},
             "policy": {"executionTimeout": int(timeout * 1000)}}
-    job = _run_job(platform, queue_url, body, timeout, resource.name)
+    job = _run_job(auth, queue_url, body, timeout, resource.name)
     if job["status"] == "COMPLETED":
         return job.get("output")
     details = _error_details(job.get("error") or "job failed")
