@@ -86,7 +86,7 @@ class BareUvicorn:
     BODY = b'{"function_name": "noop", "args": "gASVBwAAAAAAAAApfZSGlC4="}'
 
     def __enter__(self) -> Callable[[], object]:
-        from runpod_flash.stubs.transport import request
+        from runpod_flash.http.blocking import request
 
         port = free_port()
         self.server = subprocess.Popen([sys.executable, "-c", BARE_APP, str(port)])

@@ -58,7 +58,7 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 
 
 def runsync_samples(url: str, body: bytes, headers: dict[str, str], count: int) -> list[float]:
-    from runpod_flash.stubs.transport import request
+    from runpod_flash.http.blocking import request
 
     samples = []
     for _ in range(count + count // 10):
@@ -71,7 +71,7 @@ def runsync_samples(url: str, body: bytes, headers: dict[str, str], count: int) 
 
 async def throughput(port: int, path: str, token: str, jobs: int) -> float:
     """Jobs/s from the first submit to the last completion, 32 submitters."""
-    from runpod_flash.platform.upstream import UpstreamPool
+    from runpod_flash.http.aio import ConnectionPool
 
     headers = [(b"authorization", f"Bearer {token}".encode()),
                (b"content-type", b"application/json")]
@@ -80,10 +80,10 @@ async def throughput(port: int, path: str, token: str, jobs: int) -> float:
     ids: list[str] = []
 
     async def submitter() -> None:
-        pool = UpstreamPool()
+        pool = ConnectionPool()
         while pending:
             pending.pop()
-            status, _, data = await pool.request("127.0.0.1", port, "POST", f"{path}/run",
+            status, _, data = await pool.fetch("127.0.0.1", port, "POST", f"{path}/run",
                                                  headers, body)
             assert status == 200, data
             ids.append(json.loads(data)["id"])
@@ -91,9 +91,9 @@ async def throughput(port: int, path: str, token: str, jobs: int) -> float:
 
     started = time.perf_counter()
     await asyncio.gather(*(submitter() for _ in range(32)))
-    pool = UpstreamPool()
+    pool = ConnectionPool()
     while True:
-        _, _, data = await pool.request("127.0.0.1", port, "GET", f"{path}/health", headers, b"")
+        _, _, data = await pool.fetch("127.0.0.1", port, "GET", f"{path}/health", headers, b"")
         counts = json.loads(data)["jobs"]
         if counts["completed"] >= jobs:
             break
@@ -114,7 +114,7 @@ def runpod_local_server_samples(project: Path, count: int) -> list[float]:
         cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        from runpod_flash.stubs.transport import request
+        from runpod_flash.http.blocking import request
 
         deadline = time.monotonic() + 30
         while True:

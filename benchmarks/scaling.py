@@ -76,7 +76,7 @@ def wait_for_zero(platform: Any, timeout: float = ZERO_TIMEOUT_S) -> bool:
 
 def timed_get(url: str, timeout: float = 60.0) -> float:
     """Seconds from sending `GET url` to its whole 200 answer."""
-    from runpod_flash.stubs.transport import request
+    from runpod_flash.http.blocking import request
 
     started = time.perf_counter()
     status, data = request("GET", url, None, {}, timeout)
@@ -125,15 +125,15 @@ class Watcher(threading.Thread):
 
 async def burst(port: int, path: str, count: int) -> tuple[float, float, list[int]]:
     """Fire `count` concurrent GETs: (first send, last answer, statuses; 0 = no answer)."""
-    from runpod_flash.platform.upstream import UpstreamPool
+    from runpod_flash.http.aio import ConnectionPool
 
     statuses: list[int] = []
 
     async def one() -> None:
-        pool = UpstreamPool()
+        pool = ConnectionPool()
         try:
             status, _, _ = await asyncio.wait_for(
-                pool.request("127.0.0.1", port, "GET", path, [], b""), 120
+                pool.fetch("127.0.0.1", port, "GET", path, [], b""), 120
             )
         except (OSError, asyncio.TimeoutError):
             status = 0
@@ -221,7 +221,7 @@ def ray_serve_cold_starts(repeats: int) -> list[float] | str:
             time.sleep(0.05)
 
     def routed() -> bool:
-        from runpod_flash.stubs.transport import request
+        from runpod_flash.http.blocking import request
 
         with contextlib.suppress(OSError):
             status, data = request("GET", f"{base}/-/routes", None, {}, 5)

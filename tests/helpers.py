@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runpod_flash.platform import client
+from runpod_flash import control as client
 
 WAIT_S = 30.0
 

@@ -1,4 +1,4 @@
-"""The two ASGI chores the gateway and the workers' raw apps share."""
+"""The ASGI chores the gateway and the workers' raw apps share."""
 
 from __future__ import annotations
 
@@ -6,12 +6,22 @@ import json
 from typing import Any
 
 
+class ClientDisconnected(Exception):
+    """The client went away before its request body was complete: nothing may act on it."""
+
+
 async def read_body(receive: Any, limit: int) -> bytes | None:
-    """The whole request body, or None as soon as it is over `limit` bytes."""
+    """The whole request body, or None as soon as it is over `limit` bytes.
+
+    Raises ClientDisconnected when the client leaves mid-body, so a truncated body is
+    never taken for a complete one.
+    """
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected("client disconnected before the request body was complete")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from runpod_flash.platform.client import Platform, PlatformError, ensure_platform
+from runpod_flash.control import Platform, PlatformError, ensure_platform
 
 UPLOAD_TIMEOUT_S = 600.0
 DEPLOY_TIMEOUT_S = 1800.0

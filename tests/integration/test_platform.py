@@ -181,7 +181,7 @@ def test_cli_platform_start_status_stop(fresh_home: Path) -> None:
 KILLED_PLATFORM = """
 import os, signal, json, time
 from runpod_flash import CpuLiveLoadBalancer, remote
-from runpod_flash.platform.client import find_running
+from runpod_flash.control import find_running
 api = CpuLiveLoadBalancer(name="survivor")
 @remote(api, method="GET", path="/pid")
 def pid():
@@ -189,6 +189,13 @@ def pid():
 first = pid()
 platform = find_running().call("GET", "/api/v1/status")["pid"]
 os.kill(platform, signal.SIGKILL)
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:  # SIGKILL lands asynchronously; the next call is after
+    try:
+        os.kill(platform, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(0.01)
 second = pid()
 print(json.dumps({"first": first, "second": second, "old_platform": platform}))
 """

@@ -136,7 +136,7 @@ def test_retry_a_failed_job(deployed: dict[str, str]) -> None:
 def test_bad_requests_are_clear(deployed: dict[str, str]) -> None:
     platform = platform_in(None)
     assert platform is not None
-    from runpod_flash.stubs.transport import request
+    from runpod_flash.http.blocking import request
 
     status, body = request("POST", f"{platform.url}/v2/jobs/run", b'{"no_input": 1}',
                            platform.auth, 10)
@@ -193,7 +193,7 @@ def test_deployed_queue_functions_through_remote(deployed: dict[str, str], proje
 def test_load_balanced_route_awaits_queue_functions_of_other_endpoints(
     deployed: dict[str, str],
 ) -> None:
-    from runpod_flash.stubs.transport import request
+    from runpod_flash.http.blocking import request
 
     platform = platform_in(None)
     assert platform is not None

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from helpers import flash, pid_alive, platform_in, platform_status, stop_platform, wait_for
-from runpod_flash.platform.upstream import UpstreamPool
-from runpod_flash.stubs.transport import request
+from runpod_flash.http.aio import ConnectionPool
+from runpod_flash.http.blocking import request
 
 SERVICE = '''
 import asyncio, os, sys, time
@@ -90,8 +90,8 @@ async def _burst(url: str, count: int) -> list[int]:
     path = "/" + url.split("/", 3)[3] + "/work"
 
     async def one() -> int:
-        pool = UpstreamPool()
-        status, _, _ = await pool.request("127.0.0.1", port, "GET", path, [], b"")
+        pool = ConnectionPool()
+        status, _, _ = await pool.fetch("127.0.0.1", port, "GET", path, [], b"")
         pool.close()
         return status
 

@@ -10,8 +10,8 @@ from urllib.parse import quote
 import typer
 from rich.table import Table
 
+from runpod_flash import control as client
 from runpod_flash.cli.output import console, fail
-from runpod_flash.platform import client
 
 
 def connect() -> client.Platform:
@@ -74,7 +74,7 @@ def undeploy(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before --all."),
 ) -> None:
     """Stop an endpoint's workers (in-flight requests finish) and remove its routes."""
-    from runpod_flash.platform.endpoints import deployed_endpoint_id
+    from runpod_flash.control import deployed_endpoint_id
 
     if bool(name) == all_endpoints:
         fail("give an endpoint name or --all (not both)")
@@ -100,7 +100,7 @@ def logs(
     tail: int = typer.Option(200, "--tail", help="Lines to show first."),
 ) -> None:
     """Worker output of an endpoint."""
-    from runpod_flash.platform.endpoints import deployed_endpoint_id
+    from runpod_flash.control import deployed_endpoint_id
 
     platform = connect()
     endpoint_id = name if name.startswith("live-") else deployed_endpoint_id(name)

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from runpod_flash.platform import client
+from runpod_flash import control as client
 
 app = typer.Typer(help="Start, inspect and stop the embedded platform.", no_args_is_help=True)
 console = Console()

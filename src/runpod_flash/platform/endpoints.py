@@ -5,21 +5,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runpod_flash.control import slug
 from runpod_flash.platform.providers.local import LocalProcess
 
 LB_PREFIX = "/ep"
 QUEUE_PREFIX = "/v2"
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "endpoint"
 
 
 def spec_digest(spec: dict[str, Any]) -> str:
@@ -29,11 +25,6 @@ def spec_digest(spec: dict[str, Any]) -> str:
 def live_endpoint_id(spec: dict[str, Any]) -> str:
     """Same resource config and environment → same live endpoint, from any caller."""
     return f"live-{slug(str(spec.get('name', 'endpoint')))}-{spec_digest(spec)[:8]}"
-
-
-def deployed_endpoint_id(name: str) -> str:
-    """A deployed endpoint's id is its name, so its URL stays the same across deploys."""
-    return slug(name)
 
 
 @dataclass(eq=False)

@@ -1,18 +1,29 @@
 """The load-balanced data plane: `/ep/{endpoint_id}/{path}` proxied to a ready worker.
 
 A raw ASGI app rather than a routed one: this is the hot path, and it needs nothing but
-the endpoint id from the URL.
+the endpoint id from the URL. uvicorn (llhttp) has already refused malformed and smuggling
+request shapes with 400 and answers `Expect: 100-continue` itself when the body is first
+read; this module does what a reverse proxy must on top: end-to-end headers only, `Via`,
+one `Date`/`Server` (the platform's), bodies streamed both ways with backpressure, a
+client that leaves cancels the worker's request, and every wait is bounded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
 import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from runpod_flash.asgi import read_body, send_json
+from runpod_flash.asgi import ClientDisconnected, send_json
+from runpod_flash.http.aio import ConnectionPool, Response, StreamedBody, Timeouts
+from runpod_flash.http.errors import ConnectFailed, ConnectionClosed, HttpError, ResponseTimeout
+from runpod_flash.http.headers import Headers, content_length, end_to_end
+from runpod_flash.http.parse import IDEMPOTENT
+from runpod_flash.platform.endpoints import Endpoint, Worker
 from runpod_flash.platform.metrics import Metrics, route_label
 from runpod_flash.platform.supervisor import (
     Backlogged,
@@ -20,21 +31,75 @@ from runpod_flash.platform.supervisor import (
     NoWorkerAvailable,
     Supervisor,
 )
-from runpod_flash.platform.upstream import UpstreamPool
 
 logger = logging.getLogger("runpod_flash.platform")
 
 PREFIX = "/ep/"
-IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 WORKER_HOST = "127.0.0.1"
 MAX_BODY_BYTES = 64 * 1024 * 1024
 COLD_START_WAIT_S = float(os.environ.get("FLASH_COLD_START_WAIT", "60"))
-_HOP_BY_HOP = {
-    b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"host",
-    b"proxy-authorization", b"te", b"trailer", b"content-length",
-}
+CONNECT_TIMEOUT_S = 5.0
+# First response byte: the endpoint's executionTimeoutMs, or this when it has none.
+RESPONSE_TIMEOUT_S = float(os.environ.get("FLASH_GATEWAY_RESPONSE_TIMEOUT", "300"))
+IDLE_TIMEOUT_S = float(os.environ.get("FLASH_GATEWAY_IDLE_TIMEOUT", "60"))  # between chunks
+# A request still waiting after this long starts watching for its client leaving; quicker
+# ones never pay for the watcher.
+WATCH_CLIENT_AFTER_S = 0.05
+CLIENT_GONE = 499  # recorded (never sent): the client closed the connection first
+VIA = (b"via", b"1.1 openflash")
+_PLATFORM_WRITES = frozenset({b"date", b"server"})  # the platform's server adds its own
+_NO_BODY_STATUS = frozenset({204, 304})
 
 Scope = dict[str, Any]
+
+
+class BodyOverLimit(Exception):
+    """A streamed request body went over the gateway's limit."""
+
+
+class StreamBroken(Exception):
+    """The worker's response broke off after its head was sent: the client's connection is
+    closed so it sees a truncated response, never a complete-looking one."""
+
+
+class _ClientWatch:
+    """Notices a client that leaves while its request is in a worker's hands.
+
+    uvicorn's `receive()` returns `http.disconnect` when the client's connection closes;
+    waiting on it needs a task, so one starts only for requests still running after
+    WATCH_CLIENT_AFTER_S (or streaming a response). On disconnect the request's task is
+    cancelled, which closes the worker connection: the worker sees the disconnect too.
+    """
+
+    __slots__ = ("_receive", "_request_task", "_task", "_timer", "gone")
+
+    def __init__(self, receive: Any) -> None:
+        self._receive = receive
+        self._request_task = asyncio.current_task()
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.gone = False
+
+    def arm(self) -> None:
+        """The request body has been read: from now on receive() only reports a disconnect."""
+        self._timer = asyncio.get_running_loop().call_later(WATCH_CLIENT_AFTER_S, self.now)
+
+    def now(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        self.gone = True
+        if self._request_task is not None:
+            self._request_task.cancel()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
 
 class Gateway:
@@ -48,7 +113,7 @@ class Gateway:
         self.metrics = metrics
         self._platform_auth = f"Bearer {token}".encode()
         self._api_key_auth = f"Bearer {api_key}".encode() if api_key else None
-        self.upstream = UpstreamPool()
+        self.upstream = ConnectionPool()
 
     def close(self) -> None:
         self.upstream.close()
@@ -77,12 +142,23 @@ class Gateway:
                 }, [(b"www-authenticate", b"Bearer")])
                 return
             headers = [(k, v) for k, v in headers if k != b"authorization"]
-        body = await read_body(receive, MAX_BODY_BYTES)
-        if body is None:
-            await send_json(send, 413, {"error": f"request body over {MAX_BODY_BYTES} bytes"})
+        declared = content_length(headers)
+        if declared is not None and declared > MAX_BODY_BYTES:
+            # Refused before reading: a client that sent `Expect: 100-continue` never
+            # gets a 100 and need not send the body at all.
+            await _reply(send, 413, f"request body over {MAX_BODY_BYTES} bytes")
             return
         started = time.perf_counter()
-        status = await self._forward(endpoint, scope, path, headers, body, send)
+        watch = _ClientWatch(receive)
+        try:
+            status = await self._handle(endpoint, scope, headers, declared, receive, send, watch)
+        except asyncio.CancelledError:
+            if not watch.gone:
+                raise
+            _uncancel()
+            status = CLIENT_GONE
+        finally:
+            watch.stop()
         endpoint.stats["requests"] += 1
         if status >= 500:
             endpoint.stats["errors"] += 1
@@ -92,26 +168,56 @@ class Gateway:
         )
 
     @staticmethod
-    def _authorized(headers: list[tuple[bytes, bytes]], *accepted: bytes) -> bool:
+    def _authorized(headers: Headers, *accepted: bytes) -> bool:
         for name, value in headers:
             if name == b"authorization":
                 return any(hmac.compare_digest(value, expected) for expected in accepted)
         return False
 
-    async def _forward(
-        self, endpoint: Any, scope: Scope, path: str, headers: Any, body: bytes, send: Any
+    async def _handle(
+        self, endpoint: Endpoint, scope: Scope, headers: Headers, declared: int | None,
+        receive: Any, send: Any, watch: _ClientWatch,
     ) -> int:
-        """Proxy to a ready worker; returns the status sent. A request whose worker died
-        before answering is retried once elsewhere when that is safe (idempotent method)."""
+        message = await receive()  # uvicorn answers `Expect: 100-continue` here
+        if message["type"] == "http.disconnect":
+            return CLIENT_GONE
+        upload = None
+        if message.get("more_body"):
+            upload = _Upload(message.get("body", b""), receive, watch.arm)
+        else:
+            watch.arm()
+        try:
+            return await self._forward(
+                endpoint, scope, headers, message.get("body", b""), upload, declared, send, watch
+            )
+        except ClientDisconnected:
+            return CLIENT_GONE  # mid-upload: the worker's connection was closed unfinished
+        except BodyOverLimit:
+            return await _reply(send, 413, f"request body over {MAX_BODY_BYTES} bytes")
+
+    async def _forward(
+        self, endpoint: Endpoint, scope: Scope, headers: Headers, whole_body: bytes,
+        upload: _Upload | None, declared: int | None, send: Any, watch: _ClientWatch,
+    ) -> int:
+        """Proxy to a ready worker; returns the status sent.
+
+        A request that never reached a worker is tried once more elsewhere; one a worker
+        dropped before answering is too, when its method is idempotent and its body held.
+        A failed connection never marks a worker unhealthy: that is `/ping`'s job.
+        """
         raw_path = scope.get("raw_path") or scope["path"].encode()
         target = "/" + raw_path.decode("latin-1")[len(PREFIX):].partition("/")[2]
         query = scope.get("query_string", b"").decode("latin-1")
         target += f"?{query}" if query else ""
-        forward_headers = [(k, v) for k, v in headers if k not in _HOP_BY_HOP]
+        forward_headers = end_to_end(headers)
+        forward_headers.append(VIA)
         method = scope["method"]
+        timeouts = Timeouts(CONNECT_TIMEOUT_S, _response_timeout(endpoint), IDLE_TIMEOUT_S)
+        body = whole_body if upload is None else StreamedBody(upload, declared)
+        failed: Worker | None = None
         for attempt in (1, 2):
             try:
-                worker = await self.supervisor.acquire(endpoint, COLD_START_WAIT_S)
+                worker = await self.supervisor.acquire(endpoint, COLD_START_WAIT_S, failed)
             except NoWorkerAvailable as exc:
                 return await _reply(send, 503, str(exc), [(b"retry-after", b"1")])
             except Backlogged as exc:
@@ -119,30 +225,141 @@ class Gateway:
             except EndpointFailed as exc:
                 return await _reply(send, 503, str(exc), [(b"retry-after", b"5")])
             try:
-                status, response_headers, payload = await self.upstream.request(
-                    WORKER_HOST, worker.port or 0, method, target, forward_headers, body
+                response = await self.upstream.request(
+                    WORKER_HOST, worker.port or 0, method, target, forward_headers, body,
+                    timeouts,
                 )
-            except OSError as exc:
-                self.supervisor.report_unreachable(worker)
-                self.upstream.forget(WORKER_HOST, worker.port or 0)
-                never_sent = isinstance(exc, ConnectionRefusedError)
-                if attempt == 1 and (never_sent or method in IDEMPOTENT):
+                if upload is not None and not upload.finished:
+                    await upload.discard_rest()
+                return await _relay(response, method, send, watch)
+            except ConnectFailed as exc:
+                self.supervisor.suspect(worker)
+                if attempt == 1:
+                    failed = worker
                     continue
-                return await _reply(send, 502, (
-                    f"worker {worker.id} failed while handling this {method} request ({exc}); "
-                    "it was not retried because it may have run (not idempotent)"
-                    if not never_sent else f"worker {worker.id} is unreachable"
-                ))
+                return await _reply(send, 502, f"worker {worker.id} is unreachable: {exc}")
+            except ResponseTimeout as exc:
+                return await _reply(send, 504, _timeout_message(worker, method, exc))
+            except ConnectionClosed as exc:
+                self.supervisor.suspect(worker)
+                replayable = method in IDEMPOTENT and upload is None
+                if attempt == 1 and replayable and not exc.response_started:
+                    failed = worker
+                    continue
+                return await _reply(send, 502, _dropped_message(worker, method, exc))
+            except HttpError as exc:  # a response that is not valid HTTP
+                return await _reply(send, 502, f"worker {worker.id} answered badly: {exc}")
             finally:
                 self.supervisor.release(worker)
-            response_headers = [(k, v) for k, v in response_headers if k not in _HOP_BY_HOP]
-            response_headers.append((b"content-length", str(len(payload)).encode()))
-            await send({
-                "type": "http.response.start", "status": status, "headers": response_headers
-            })
-            await send({"type": "http.response.body", "body": payload})
-            return status
         raise AssertionError("the loop returns on its last attempt")
+
+
+async def _relay(response: Response, method: str, send: Any, watch: _ClientWatch) -> int:
+    """Send the worker's response on, streaming its body as it arrives."""
+    status = response.status
+    headers = end_to_end(response.headers, _PLATFORM_WRITES)
+    headers.append(VIA)
+    if status in _NO_BODY_STATUS:
+        await response.aclose()
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return status
+    if method == "HEAD":
+        length = content_length(response.headers)
+        if length is not None:
+            headers.append((b"content-length", b"%d" % length))
+        await response.aclose()
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return status
+    if response.complete:  # the common case: the whole response came with its head
+        payload = await response.read()
+        headers.append((b"content-length", b"%d" % len(payload)))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+        return status
+    length = content_length(response.headers)
+    if length is not None:
+        headers.append((b"content-length", b"%d" % length))  # else uvicorn sends it chunked
+    watch.now()  # a client leaving mid-stream must stop the worker's stream too
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    try:
+        async for piece in response:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+    except HttpError as exc:
+        logger.warning("response from worker broke off mid-stream: %s", exc)
+        raise StreamBroken(str(exc)) from None
+    await send({"type": "http.response.body", "body": b""})
+    return status
+
+
+class _Upload:
+    """A request body read from the client as the worker takes it.
+
+    A client that leaves mid-body raises ClientDisconnected, so a truncated body is never
+    sent on as a complete one. When the worker answers before reading it all (an early
+    413, say), the rest is read and dropped before the answer is sent: a client still
+    uploading would otherwise get a reset instead of the answer.
+    """
+
+    __slots__ = ("_on_end", "_pending", "_receive", "_size", "finished")
+
+    def __init__(self, first: bytes, receive: Any, on_end: Callable[[], None]) -> None:
+        self._pending: bytes | None = first
+        self._receive = receive
+        self._on_end = on_end
+        self._size = len(first)
+        self.finished = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while (piece := await self._next()) is not None:
+            if piece:
+                yield piece
+
+    async def discard_rest(self) -> None:
+        self._pending = None
+        while await self._next() is not None:
+            pass
+
+    async def _next(self) -> bytes | None:
+        if self._pending is not None:
+            piece, self._pending = self._pending, None
+            return piece
+        if self.finished:
+            return None
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected("client disconnected mid-body")
+        piece: bytes = message.get("body", b"")
+        self._size += len(piece)
+        if self._size > MAX_BODY_BYTES:
+            raise BodyOverLimit
+        if not message.get("more_body"):
+            self.finished = True
+            self._on_end()
+        return piece
+
+
+def _response_timeout(endpoint: Endpoint) -> float:
+    timeout_ms = endpoint.spec.get("executionTimeoutMs") or 0
+    return timeout_ms / 1000 if timeout_ms > 0 else RESPONSE_TIMEOUT_S
+
+
+def _timeout_message(worker: Worker, method: str, exc: ResponseTimeout) -> str:
+    return (f"worker {worker.id} did not answer this {method} in time ({exc}); raise the "
+            "endpoint's executionTimeoutMs if it needs longer")
+
+
+def _dropped_message(worker: Worker, method: str, exc: ConnectionClosed) -> str:
+    return (f"worker {worker.id} closed the connection while handling this {method} request "
+            f"({exc}); it was not retried because it may have run")
+
+
+def _uncancel() -> None:
+    """Our own cancellation (the client left) is handled; don't let it leak further."""
+    task = asyncio.current_task()
+    if task is not None and hasattr(task, "uncancel"):  # Python 3.11+
+        task.uncancel()
 
 
 async def _reply(send: Any, status: int, message: str, headers: Any = ()) -> int:

@@ -12,13 +12,13 @@ import contextlib
 import json
 import logging
 import time
-import urllib.request
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from runpod_flash.http.blocking import request
 from runpod_flash.platform.autoscaler import Load
 from runpod_flash.platform.store import Store
 
@@ -33,6 +33,7 @@ RETRY_BACKOFF_S = (0.0, 0.5, 2.0)
 LEASE_S = 30.0  # a worker that neither pings nor reports for this long has lost its jobs
 WEBHOOK_ATTEMPTS = 3
 WEBHOOK_BACKOFF_S = 2.0
+WEBHOOK_TIMEOUT_S = 10.0
 
 
 class JobError(ValueError):
@@ -499,8 +500,6 @@ class JobQueue:
 
 
 def _post(url: str, payload: bytes) -> None:
-    request = urllib.request.Request(url, data=payload, method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        if response.status >= 300:
-            raise OSError(f"webhook answered {response.status}")
+    status, _ = request("POST", url, payload, {}, WEBHOOK_TIMEOUT_S)
+    if status >= 300:
+        raise OSError(f"webhook answered {status}")

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 from runpod_flash import config
+from runpod_flash.control import deployed_endpoint_id
+from runpod_flash.http.aio import ConnectionPool, Timeouts
 from runpod_flash.platform.autoscaler import Load, desired_workers
 from runpod_flash.platform.endpoints import (
     Endpoint,
     Worker,
-    deployed_endpoint_id,
     live_endpoint_id,
 )
 from runpod_flash.platform.environments import DependencyInstallError, ensure_environment
@@ -29,7 +30,6 @@ from runpod_flash.platform.providers.local import (
     kill_leftover,
 )
 from runpod_flash.platform.store import Store
-from runpod_flash.platform.upstream import UpstreamPool
 
 logger = logging.getLogger("runpod_flash.platform")
 
@@ -39,6 +39,7 @@ PING_CONFIRM_S = 10.0
 REAP_INTERVAL_S = 0.5
 HEALTH_INTERVAL_S = float(os.environ.get("FLASH_HEALTH_INTERVAL", "2"))
 PING_TIMEOUT_S = 2.0
+PING_TIMEOUTS = Timeouts(connect=PING_TIMEOUT_S, first_byte=PING_TIMEOUT_S, idle=PING_TIMEOUT_S)
 FAILED_PINGS_TO_REPLACE = 2
 QUEUE_WORKER_SILENCE_S = 15.0  # queue workers ping every 2 s
 MAX_BACKLOG = int(os.environ.get("FLASH_MAX_BACKLOG", "1000"))
@@ -75,7 +76,7 @@ class Supervisor:
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reaper: asyncio.Task[None] | None = None
-        self._probe = UpstreamPool()  # health checks: `/ping` on the workers
+        self._probe = ConnectionPool()  # health checks: `/ping` on the workers
         self.on_worker_exit: Callable[[str], None] = lambda worker_id: None
         self.on_worker_draining: Callable[[str], None] = lambda worker_id: None
         self.queue_load: Callable[[str], Load] = lambda endpoint_id: Load()
@@ -390,8 +391,8 @@ class Supervisor:
         status: int | str = "no answer"
         while worker.state == "starting" and time.monotonic() < deadline:
             try:
-                status, _, _ = await self._probe.request(
-                    "127.0.0.1", worker.port or 0, "GET", "/ping", [], b""
+                status, _, _ = await self._probe.fetch(
+                    "127.0.0.1", worker.port or 0, "GET", "/ping", [], b"", PING_TIMEOUTS
                 )
             except OSError as exc:
                 status = str(exc)
@@ -443,14 +444,19 @@ class Supervisor:
 
     # -- routing ----------------------------------------------------------------------------
 
-    async def acquire(self, endpoint: Endpoint, wait_s: float) -> Worker:
-        """A ready worker with the fewest requests in flight; waits (bounded) for one."""
+    async def acquire(
+        self, endpoint: Endpoint, wait_s: float, avoid: Worker | None = None
+    ) -> Worker:
+        """A ready worker with the fewest requests in flight; waits (bounded) for one.
+
+        `avoid` (one that just failed a request) is taken only when no other is ready.
+        """
         deadline = time.monotonic() + wait_s
         while True:
             if endpoint.status == "failed":
                 raise EndpointFailed(endpoint.error or "endpoint failed")
             if endpoint.status == "ready":
-                worker = self._pick(endpoint)
+                worker = self._pick(endpoint, avoid)
                 if worker is not None:
                     return worker
                 self._fail_fast_in_crash_loop(endpoint)
@@ -481,11 +487,12 @@ class Supervisor:
                 f"in a row; next try in {pause:.1f}s): {endpoint.last_start_failure}"
             )
 
-    def _pick(self, endpoint: Endpoint) -> Worker | None:
+    def _pick(self, endpoint: Endpoint, avoid: Worker | None = None) -> Worker | None:
         best: Worker | None = None
         for worker in endpoint.workers.values():
             if worker.state == "ready" and worker.version == endpoint.version and (
-                best is None or worker.in_flight < best.in_flight
+                best is None or (best is avoid) or (
+                    worker.in_flight < best.in_flight and worker is not avoid)
             ):
                 best = worker
         if best is None:
@@ -499,9 +506,12 @@ class Supervisor:
         worker.in_flight -= 1
         worker.last_active = time.monotonic()
 
-    def report_unreachable(self, worker: Worker) -> None:
-        """The gateway lost the worker: out of routing, stopped without waiting for it."""
-        self._kill(worker)
+    def suspect(self, worker: Worker) -> None:
+        """A request could not reach this worker: check its health now, not at the next
+        round. A failed connection alone proves nothing; `/ping` decides."""
+        endpoint = self.endpoints.get(worker.endpoint_id)
+        if endpoint is not None and worker.state == "ready":
+            self._spawn_task(self._ping(endpoint, worker))
 
     def _kill(self, worker: Worker) -> None:
         """An unhealthy worker is stopped at once: its in-flight work cannot finish anyway."""
@@ -600,11 +610,10 @@ class Supervisor:
 
     async def _ping(self, endpoint: Endpoint, worker: Worker) -> None:
         try:
-            status, _, _ = await asyncio.wait_for(
-                self._probe.request("127.0.0.1", worker.port or 0, "GET", "/ping", [], b""),
-                PING_TIMEOUT_S,
+            status, _, _ = await self._probe.fetch(
+                "127.0.0.1", worker.port or 0, "GET", "/ping", [], b"", PING_TIMEOUTS
             )
-        except (OSError, asyncio.TimeoutError) as exc:
+        except OSError as exc:
             status = repr(exc)
         if status == 200:
             worker.failed_pings = 0

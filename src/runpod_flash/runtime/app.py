@@ -10,7 +10,7 @@ import json
 import logging
 from typing import Any
 
-from runpod_flash.asgi import read_body, send_json
+from runpod_flash.asgi import ClientDisconnected, read_body, send_json
 from runpod_flash.runtime.executor import CallRequest, FunctionNotLoaded, FunctionStore, execute
 
 logger = logging.getLogger("runpod_flash.runtime")
@@ -55,7 +55,10 @@ class LiveWorkerApp:
         if not self._authorized(scope):
             await send_json(send, 401, {"error": "missing or invalid platform token"})
             return
-        body = await read_body(receive, MAX_EXECUTE_BODY)
+        try:
+            body = await read_body(receive, MAX_EXECUTE_BODY)
+        except ClientDisconnected:
+            return  # the caller left mid-upload: nothing to run, nobody to answer
         if body is None:
             await send_json(send, 413, {"error": f"request body over {MAX_EXECUTE_BODY} bytes"})
             return

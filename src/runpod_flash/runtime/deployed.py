@@ -70,6 +70,22 @@ class BodyLimit:
             await self._reject(send)
 
 
+class HeadAsGet:
+    """Answers HEAD on every GET route, as HTTP requires (FastAPI routes don't by themselves).
+
+    The app sees a GET; uvicorn, which still holds the original HEAD scope, sends the
+    headers (Content-Length included) and drops the body.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
+        await self.app(scope, receive, send)
+
+
 def _resource_entry(app_dir: Path, resource_name: str) -> dict[str, Any]:
     path = app_dir / MANIFEST_FILE
     try:
@@ -151,4 +167,5 @@ def create_deployed_app(
                 f"{exc}"
             ) from exc
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(HeadAsGet)
     return app

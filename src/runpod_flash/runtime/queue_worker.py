@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
-from runpod_flash.platform.upstream import UpstreamPool
+from runpod_flash.http.aio import ConnectionPool, Timeouts
 from runpod_flash.runtime.executor import (
     CallRequest,
     FunctionStore,
@@ -126,7 +126,7 @@ class _Http:
     """The worker's calls to the platform: kept-alive connections, raw-key authorization."""
 
     def __init__(self, api_key: str) -> None:
-        self._pool = UpstreamPool()
+        self._pool = ConnectionPool()
         self._headers = [(b"content-type", b"application/json")]
         if api_key:
             self._headers.append((b"authorization", api_key.encode("latin-1")))
@@ -136,8 +136,8 @@ class _Http:
     ) -> tuple[int, bytes]:
         """Raises OSError (connection trouble) or TimeoutError; HTTP errors are returned."""
         host, port, target = _split_url(url)
-        status, _, payload = await asyncio.wait_for(
-            self._pool.request(host, port, method, target, self._headers, body), timeout
+        status, _, payload = await self._pool.fetch(
+            host, port, method, target, self._headers, body, Timeouts(timeout, timeout, timeout)
         )
         return status, payload
 

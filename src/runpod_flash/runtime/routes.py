@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, create_model
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import Response
 
 logger = logging.getLogger("runpod_flash.runtime")
@@ -88,15 +89,24 @@ async def _respond(func: Callable[..., Any], kwargs: dict[str, Any]) -> Response
         )
 
 
+def _is_request(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, Request)
+
+
 def build_endpoint(
     func: Callable[..., Any], method: str, path: str
 ) -> Callable[..., Awaitable[Response]]:
     """An endpoint whose signature tells FastAPI where each parameter of `func` comes from."""
     signature_params = _parameters(func)
     path_names = set(_PATH_PARAM.findall(path))
-    body_params = [param for param in signature_params if param.name not in path_names]
+    # A parameter annotated `Request` gets the request itself, as in FastAPI (headers,
+    # `await request.is_disconnected()`, a streamed body).
+    passed_through = path_names | {
+        param.name for param in signature_params if _is_request(param.annotation)
+    }
+    body_params = [param for param in signature_params if param.name not in passed_through]
     if method != "GET" and body_params:
-        path_params = [param for param in signature_params if param.name in path_names]
+        path_params = [param for param in signature_params if param.name in passed_through]
         body_model = _body_model(func, body_params)
         optional = all(param.default is not param.empty for param in body_params)
         signature_params = [*path_params, inspect.Parameter(

@@ -6,24 +6,25 @@ import asyncio
 import json
 import os
 import socket
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import uvicorn
 
 from runpod_flash import config
+from runpod_flash.http.blocking import request
+
+READY_TIMEOUT_S = 10.0
 
 
 def _report_ready(platform_url: str, token: str, worker_id: str, port: int) -> None:
-    request = urllib.request.Request(
-        f"{platform_url}/internal/workers/{worker_id}/ready",
-        data=json.dumps({"port": port, "pid": os.getpid()}).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        method="POST",
+    status, body = request(
+        "POST", f"{platform_url}/internal/workers/{worker_id}/ready",
+        json.dumps({"port": port, "pid": os.getpid()}).encode(),
+        {"Authorization": f"Bearer {token}"}, READY_TIMEOUT_S,
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        response.read()
+    if status >= 300:
+        raise RuntimeError(f"the platform refused this worker ({status}): {body[:300]!r}")
 
 
 async def serve(app: Any, mark_ready: Callable[[], None] | None = None) -> None:

@@ -24,7 +24,7 @@ PRELOAD = (
     "runpod_flash.resources", "runpod_flash.decorator", "runpod_flash.runtime.__main__",
     "runpod_flash.runtime.app", "runpod_flash.runtime.server", "runpod_flash.runtime.executor",
     "runpod_flash.runtime.deployed", "runpod_flash.runtime.queue_worker",
-    "runpod_flash.stubs.live", "urllib.request",
+    "runpod_flash.stubs.live", "runpod_flash.http.blocking",
 )
 
 

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from runpod_flash.platform.client import find_running, local_token
+from runpod_flash.control import find_running, local_token
+from runpod_flash.http.blocking import request
 from runpod_flash.resources import ServerlessResource
-from runpod_flash.stubs.transport import request
 
 DEFAULT_TIMEOUT_S = 30.0
 NOT_DEPLOYED = "Endpoint URL not available - endpoint may not be deployed"
@@ -35,7 +35,7 @@ class EndpointHTTPError(RuntimeError):
 def endpoint_url(resource: ServerlessResource) -> tuple[str, dict[str, str]]:
     """(URL, auth headers) of the deployed endpoint, looked up once: fills
     `resource.endpoint_url`, so later calls go straight to it."""
-    from runpod_flash.platform.endpoints import deployed_endpoint_id
+    from runpod_flash.control import deployed_endpoint_id
 
     api_key = os.environ.get("FLASH_API_KEY")
     if resource.endpoint_url:

@@ -21,10 +21,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from runpod_flash import serialization
-from runpod_flash.platform.client import Platform, PlatformError, ensure_platform
-from runpod_flash.platform.upstream import UpstreamPool
+from runpod_flash.control import Platform, PlatformError, ensure_platform
+from runpod_flash.http.aio import ConnectionPool, Timeouts
+from runpod_flash.http.blocking import request
+from runpod_flash.http.errors import ConnectFailed, ResponseTimeout
 from runpod_flash.resources import ServerlessResource
-from runpod_flash.stubs.transport import request
 
 DEFAULT_TIMEOUT_S = 30.0
 PROVISION_TIMEOUT_S = 900.0
@@ -185,7 +186,15 @@ class _Call:
         return True
 
     def unreachable(self, url: str, exc: OSError) -> None:
-        """The platform did not answer: retry once (it is restarted), then give up."""
+        """The platform did not answer: retry once (it is restarted), then give up.
+
+        Only a call that was never sent is retried; one cut off while running may have run.
+        """
+        if not isinstance(exc, ConnectFailed):
+            raise ConnectionError(
+                f"Connection to endpoint {self.endpoint.name} ({url}) was lost during the "
+                f"call, which was not retried because it may have run: {exc}"
+            ) from None
         if not self._reprovision():
             raise ConnectionError(
                 f"Failed to connect to endpoint {self.endpoint.name} ({url}): {exc}"
@@ -223,7 +232,7 @@ def call(*spec: Any) -> Any:
             return value
 
 
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, UpstreamPool] = (
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ConnectionPool] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -234,7 +243,7 @@ async def acall(*spec: Any) -> Any:
     loop = asyncio.get_running_loop()
     pool = _pools.get(loop)
     if pool is None:
-        pool = _pools[loop] = UpstreamPool()
+        pool = _pools[loop] = ConnectionPool()
     while True:
         target = attempt.endpoint.cached_target()
         platform, url = target or await asyncio.to_thread(attempt.endpoint.target)
@@ -242,12 +251,12 @@ async def acall(*spec: Any) -> Any:
         headers = [(b"authorization", f"Bearer {platform.token}".encode()),
                    (b"content-type", b"application/json")]
         try:
-            status, _, data = await asyncio.wait_for(
-                pool.request(parts.hostname or "127.0.0.1", parts.port or 80, "POST",
-                             parts.path + "/execute", headers, attempt.payload()),
-                attempt.timeout,
+            status, _, data = await pool.fetch(
+                parts.hostname or "127.0.0.1", parts.port or 80, "POST",
+                parts.path + "/execute", headers, attempt.payload(),
+                Timeouts(first_byte=attempt.timeout, idle=attempt.timeout),
             )
-        except asyncio.TimeoutError:
+        except ResponseTimeout:
             raise attempt.timed_out() from None
         except OSError as exc:
             attempt.unreachable(url, exc)

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 from runpod_flash import serialization
+from runpod_flash.http.blocking import request
 from runpod_flash.resources import ServerlessResource
 from runpod_flash.stubs.http_route import _json_or_type_error, _raise_for, endpoint_url
 from runpod_flash.stubs.live import SESSION, LiveEndpoint, _replay_output, _seconds
-from runpod_flash.stubs.transport import request
 
 DEFAULT_TIMEOUT_S = 30.0
 MAX_RUNSYNC_WAIT_MS = 300_000

@@ -1,4 +1,7 @@
-"""The SDK's side of the control API: find the platform, start it when nothing answers."""
+"""The control API's client (SDK and CLI): find the platform, start it when nothing answers.
+
+Neutral ground: the SDK and the CLI reach the platform only through this HTTP contract.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -14,10 +18,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from runpod_flash import config
-from runpod_flash.stubs.transport import request
+from runpod_flash.http.blocking import request
 
 START_TIMEOUT_S = 20.0
 PROBE_TIMEOUT_S = 2.0
+
+
+def slug(name: str) -> str:
+    """A name as it appears in endpoint ids and URLs."""
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "endpoint"
+
+
+def deployed_endpoint_id(name: str) -> str:
+    """A deployed endpoint's id is its name, so its URL stays the same across deploys."""
+    return slug(name)
 
 
 class PlatformError(RuntimeError):

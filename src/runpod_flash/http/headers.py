@@ -1,0 +1,36 @@
+"""Header rules every hop applies: what a proxy must not pass on (RFC 9110 §7.6.1)."""
+
+from __future__ import annotations
+
+Headers = list[tuple[bytes, bytes]]
+
+# Hop-by-hop headers, plus the framing ones each hop writes for itself.
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te",
+    b"trailer", b"upgrade", b"proxy-authenticate", b"proxy-authorization", b"host",
+    b"content-length", b"expect",
+})
+
+
+def end_to_end(headers: Headers, drop: frozenset[bytes] = frozenset()) -> Headers:
+    """`headers` without hop-by-hop ones, those a `Connection` header names, and `drop`.
+
+    Names must be lower case (ASGI servers and our parser both give them so).
+    """
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            named.update(token.strip().lower() for token in value.split(b","))
+    if not named:
+        return [(k, v) for k, v in headers if k not in HOP_BY_HOP and k not in drop]
+    return [
+        (k, v) for k, v in headers if k not in HOP_BY_HOP and k not in named and k not in drop
+    ]
+
+
+def content_length(headers: Headers) -> int | None:
+    """The declared body length; None when there is none (or it is not a plain number)."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
