@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 import typer
@@ -37,13 +38,9 @@ def start(
     if api_key:
         os.environ["FLASH_API_KEY"] = api_key
     if foreground:
-        from runpod_flash.platform.server import AlreadyRunning, run
-
-        try:
-            run()
-        except AlreadyRunning as exc:
-            _fail(str(exc))
-        return
+        # The platform's own entry point, in place of this process: same terminal, same
+        # pid, and the CLI stays a client of the platform (it never imports it).
+        os.execv(sys.executable, [sys.executable, "-m", "runpod_flash.platform"])
     already = client.find_running()
     try:
         platform = already or client.ensure_platform()

@@ -217,7 +217,8 @@ class Gateway:
         failed: Worker | None = None
         for attempt in (1, 2):
             try:
-                worker = await self.supervisor.acquire(endpoint, COLD_START_WAIT_S, failed)
+                worker = (failed is None and self.supervisor.try_acquire(endpoint)) or \
+                    await self.supervisor.acquire(endpoint, COLD_START_WAIT_S, failed)
             except NoWorkerAvailable as exc:
                 return await _reply(send, 503, str(exc), [(b"retry-after", b"1")])
             except Backlogged as exc:

@@ -49,10 +49,20 @@ class Metrics:
             ["endpoint", "status"], registry=self.registry,
         )
         self.registry.register(_StateCollector(supervisor, queue_depth))
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe_request(self, endpoint: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(endpoint, route, str(status)).inc()
-        self.latency.labels(endpoint, route).observe(seconds)
+        # labels() costs more than the proxy hop's own bookkeeping: children are looked up
+        # once per (endpoint, route, status) and kept (prometheus keeps them anyway).
+        key = (endpoint, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(endpoint, route, str(status)),
+                self.latency.labels(endpoint, route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -118,6 +118,7 @@ async def serve() -> None:
         uvicorn.Config(
             None, log_level="warning", access_log=False, lifespan="off",
             timeout_keep_alive=600, limit_concurrency=None, timeout_graceful_shutdown=10,
+            proxy_headers=False,  # loopback by default: no proxy's X-Forwarded-* to trust
         )
     )
 

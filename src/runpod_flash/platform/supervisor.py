@@ -444,6 +444,10 @@ class Supervisor:
 
     # -- routing ----------------------------------------------------------------------------
 
+    def try_acquire(self, endpoint: Endpoint) -> Worker | None:
+        """The hot path: a ready worker at once, or None (then `acquire` waits for one)."""
+        return self._pick(endpoint) if endpoint.status == "ready" else None
+
     async def acquire(
         self, endpoint: Endpoint, wait_s: float, avoid: Worker | None = None
     ) -> Worker:
@@ -498,7 +502,8 @@ class Supervisor:
         if best is None:
             return None
         best.in_flight += 1
-        if best.in_flight > int(endpoint.spec.get("scalerValue", 4)):
+        if best.in_flight > int(endpoint.spec.get("scalerValue", 4)) and \
+                len(endpoint.workers) < int(endpoint.spec.get("workersMax", 1)):
             self._scale(endpoint)  # busy: maybe more workers; this request still goes here
         return best
 
