@@ -233,23 +233,13 @@ class Gateway:
                 if upload is not None and not upload.finished:
                     await upload.discard_rest()
                 return await _relay(response, method, send, watch)
-            except ConnectFailed as exc:
-                self.supervisor.suspect(worker)
-                if attempt == 1:
+            except HttpError as exc:
+                if not isinstance(exc, ResponseTimeout):
+                    self.supervisor.suspect(worker)
+                if attempt == 1 and retry_elsewhere(exc, method, replayable=upload is None):
                     failed = worker
                     continue
-                return await _reply(send, 502, f"worker {worker.id} is unreachable: {exc}")
-            except ResponseTimeout as exc:
-                return await _reply(send, 504, _timeout_message(worker, method, exc))
-            except ConnectionClosed as exc:
-                self.supervisor.suspect(worker)
-                replayable = method in IDEMPOTENT and upload is None
-                if attempt == 1 and replayable and not exc.response_started:
-                    failed = worker
-                    continue
-                return await _reply(send, 502, _dropped_message(worker, method, exc))
-            except HttpError as exc:  # a response that is not valid HTTP
-                return await _reply(send, 502, f"worker {worker.id} answered badly: {exc}")
+                return await _reply(send, *failure_reply(worker.id, method, exc))
             finally:
                 self.supervisor.release(worker)
         raise AssertionError("the loop returns on its last attempt")
@@ -346,14 +336,30 @@ def _response_timeout(endpoint: Endpoint) -> float:
     return timeout_ms / 1000 if timeout_ms > 0 else RESPONSE_TIMEOUT_S
 
 
-def _timeout_message(worker: Worker, method: str, exc: ResponseTimeout) -> str:
-    return (f"worker {worker.id} did not answer this {method} in time ({exc}); raise the "
-            "endpoint's executionTimeoutMs if it needs longer")
+def retry_elsewhere(exc: HttpError, method: str, replayable: bool) -> bool:
+    """Whether a failed request may go to another worker.
+
+    One that never reached its worker may; one the worker dropped before answering only
+    when its method is idempotent and its body is still held; anything else may have run.
+    """
+    if isinstance(exc, ConnectFailed):
+        return True
+    if isinstance(exc, ConnectionClosed):
+        return replayable and method in IDEMPOTENT and not exc.response_started
+    return False
 
 
-def _dropped_message(worker: Worker, method: str, exc: ConnectionClosed) -> str:
-    return (f"worker {worker.id} closed the connection while handling this {method} request "
-            f"({exc}); it was not retried because it may have run")
+def failure_reply(worker_id: str, method: str, exc: HttpError) -> tuple[int, str]:
+    """The status and message a client gets when its worker could not answer."""
+    if isinstance(exc, ResponseTimeout):
+        return 504, (f"worker {worker_id} did not answer this {method} in time ({exc}); "
+                     "raise the endpoint's executionTimeoutMs if it needs longer")
+    if isinstance(exc, ConnectFailed):
+        return 502, f"worker {worker_id} is unreachable: {exc}"
+    if isinstance(exc, ConnectionClosed):
+        return 502, (f"worker {worker_id} closed the connection while handling this {method} "
+                     f"request ({exc}); it was not retried because it may have run")
+    return 502, f"worker {worker_id} answered with invalid HTTP: {exc}"
 
 
 def _uncancel() -> None:
