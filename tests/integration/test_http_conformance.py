@@ -44,6 +44,7 @@ RSS_GROWTH_LIMIT = 30 * 1024 * 1024
 UPLOAD_BYTES = 28 * 1024 * 1024  # under the worker's 30 MiB body limit
 UPLOAD_RSS_GROWTH_LIMIT = 16 * 1024 * 1024  # buffering it whole would take 28 MiB or more
 HOP_BY_HOP_RESPONSE = ("x-private", "keep-alive", "upgrade", "trailer")
+IDLE_TIMEOUT_S = 3  # the platform's FLASH_GATEWAY_IDLE_TIMEOUT here: silence between chunks
 
 
 # -- raw HTTP ---------------------------------------------------------------------------------
@@ -276,7 +277,8 @@ def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     shutil.copytree(PROJECT, project)
     try:
         result = flash("deploy", str(project), "--json", timeout=120,
-                       env={"FLASH_HOME": str(home), "FLASH_PLATFORM_PORT": "0"})
+                       env={"FLASH_HOME": str(home), "FLASH_PLATFORM_PORT": "0",
+                            "FLASH_GATEWAY_IDLE_TIMEOUT": str(IDLE_TIMEOUT_S)})
         assert result.returncode == 0, result.stderr
         url = json.loads(result.stdout)[0]["url"]
         deployment = Deployment(home, urllib.parse.urlsplit(url).port or 0, markers)
@@ -569,6 +571,25 @@ def test_streamed_response_reaches_the_client_as_it_is_produced(dep: Deployment,
             assert first == b"first\n", "the first chunk did not come before the last"
             Path(marker).touch()  # the worker now produces the last chunk
             assert first + conn.rest() == b"first\nlast\n"
+    finally:
+        Path(marker).touch()
+
+
+def test_a_stream_that_goes_silent_is_cut_off_visibly(dep: Deployment, gw: Target) -> None:
+    """Past the idle timeout between chunks the client's connection is closed without the
+    last chunk (a truncated response never looks complete) and the slot is released."""
+    marker = dep.marker("silent")
+    baseline = dep.in_flight()
+    try:
+        with Conn(gw.port, timeout=IDLE_TIMEOUT_S * 4) as conn:
+            conn.send(http_request("GET", gw.url(f"/stream?marker={q(marker)}")), "GET")
+            assert conn.head().status == 200
+            assert conn.read_until(b"first\n") == b"first\n"
+            started = time.monotonic()
+            with pytest.raises(h11.RemoteProtocolError):  # EOF before the last chunk
+                conn.rest(timeout=IDLE_TIMEOUT_S * 4)
+            assert time.monotonic() - started < IDLE_TIMEOUT_S * 3
+        dep.settles(baseline)
     finally:
         Path(marker).touch()
 

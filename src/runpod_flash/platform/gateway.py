@@ -46,6 +46,7 @@ IDLE_TIMEOUT_S = float(os.environ.get("FLASH_GATEWAY_IDLE_TIMEOUT", "60"))  # be
 # ones never pay for the watcher.
 WATCH_CLIENT_AFTER_S = 0.05
 CLIENT_GONE = 499  # recorded (never sent): the client closed the connection first
+BROKEN_OFF = 502  # recorded: the worker's response broke off after its head was sent
 VIA = (b"via", b"1.1 openflash")
 _PLATFORM_WRITES = frozenset({b"date", b"server"})  # the platform's server adds its own
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -55,11 +56,6 @@ Scope = dict[str, Any]
 
 class BodyOverLimit(Exception):
     """A streamed request body went over the gateway's limit."""
-
-
-class StreamBroken(Exception):
-    """The worker's response broke off after its head was sent: the client's connection is
-    closed so it sees a truncated response, never a complete-looking one."""
 
 
 class _ClientWatch:
@@ -278,8 +274,12 @@ async def _relay(response: Response, method: str, send: Any, watch: _ClientWatch
         async for piece in response:
             await send({"type": "http.response.body", "body": piece, "more_body": True})
     except HttpError as exc:
-        logger.warning("response from worker broke off mid-stream: %s", exc)
-        raise StreamBroken(str(exc)) from None
+        # Returning without the final body makes the server close the client's connection
+        # (chunked: no last chunk), so the client sees a truncated response, never a
+        # complete-looking one.
+        logger.warning("response from worker broke off mid-stream (%s); closing the "
+                       "client's connection", exc)
+        return BROKEN_OFF
     await send({"type": "http.response.body", "body": b""})
     return status
 
