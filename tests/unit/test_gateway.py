@@ -20,9 +20,9 @@ from runpod_flash.platform.gateway import (
     MAX_BODY_BYTES,
     VIA,
     BodyOverLimit,
-    _relay,
     _Upload,
     failure_reply,
+    relay,
     retry_elsewhere,
 )
 
@@ -147,20 +147,20 @@ class Watch:
         self.started = True
 
 
-async def relay(response: FakeResponse, method: str = "GET") -> tuple[list[Any], Watch]:
+async def run_relay(response: FakeResponse, method: str = "GET") -> tuple[list[Any], Watch]:
     sent: list[Any] = []
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
     watch = Watch()
-    assert await _relay(response, method, send, watch) == response.status  # type: ignore[arg-type]
+    assert await relay(response, method, send, watch) == response.status  # type: ignore[arg-type]
     return sent, watch
 
 
 @pytest.mark.asyncio
 async def test_relay_replaces_date_and_server_and_adds_via() -> None:
-    sent, _ = await relay(FakeResponse(200, [(b"date", b"x"), (b"server", b"uvicorn"),
+    sent, _ = await run_relay(FakeResponse(200, [(b"date", b"x"), (b"server", b"uvicorn"),
                                              (b"content-length", b"2")], [b"ok"], True))
     headers = sent[0]["headers"]
     assert VIA in headers and (b"content-length", b"2") in headers
@@ -171,7 +171,7 @@ async def test_relay_replaces_date_and_server_and_adds_via() -> None:
 @pytest.mark.asyncio
 async def test_relay_streams_a_chunked_response_and_watches_the_client() -> None:
     chunks = [b"one", b"two"]
-    sent, watch = await relay(
+    sent, watch = await run_relay(
         FakeResponse(200, [(b"transfer-encoding", b"chunked")], chunks, False))
     assert watch.started
     assert not any(name == b"content-length" for name, _ in sent[0]["headers"])
@@ -182,7 +182,7 @@ async def test_relay_streams_a_chunked_response_and_watches_the_client() -> None
 @pytest.mark.asyncio
 async def test_relay_keeps_a_head_answers_length_but_sends_no_body() -> None:
     response = FakeResponse(200, [(b"content-length", b"1234")], [], True)
-    sent, _ = await relay(response, "HEAD")
+    sent, _ = await run_relay(response, "HEAD")
     assert (b"content-length", b"1234") in sent[0]["headers"] and sent[1]["body"] == b""
     assert response.closed
 
@@ -190,7 +190,7 @@ async def test_relay_keeps_a_head_answers_length_but_sends_no_body() -> None:
 @pytest.mark.parametrize("status", [204, 304])
 @pytest.mark.asyncio
 async def test_relay_sends_bodiless_statuses_without_length(status: int) -> None:
-    sent, _ = await relay(FakeResponse(status, [(b"content-length", b"10")], [], True))
+    sent, _ = await run_relay(FakeResponse(status, [(b"content-length", b"10")], [], True))
     assert not any(name == b"content-length" for name, _ in sent[0]["headers"])
 
 
@@ -200,5 +200,5 @@ class Endpoint:
 
 
 def test_first_byte_timeout_is_the_execution_timeout_or_the_default() -> None:
-    assert gateway._response_timeout(Endpoint(0)) == gateway.RESPONSE_TIMEOUT_S  # type: ignore[arg-type]
-    assert gateway._response_timeout(Endpoint(1500)) == 1.5  # type: ignore[arg-type]
+    assert gateway.response_timeout(Endpoint(0)) == gateway.RESPONSE_TIMEOUT_S  # type: ignore[arg-type]
+    assert gateway.response_timeout(Endpoint(1500)) == 1.5  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import select
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import NamedTuple
 
 from runpod_flash.http.errors import (
@@ -64,10 +64,12 @@ class _Connection(asyncio.Protocol):
         "_reading_paused",
         "_waiter",
         "_write_paused",
+        "authority",
         "closed",
         "error",
         "idle_since",
         "key",
+        "listener",
         "parser",
         "request_sent",
         "transport",
@@ -75,7 +77,11 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, key: tuple[str, int]) -> None:
         self.key = key
+        self.authority = f"{key[0]}:{key[1]}".encode("latin-1")
         self.transport: asyncio.Transport | None = None
+        # Called on every bit of progress instead of waking a waiter: lets a caller drive
+        # an exchange from callbacks alone (the gateway's fast lane).
+        self.listener: Callable[[], None] | None = None
         self.parser: ResponseParser | None = None
         self.error: HttpError | None = None
         self.closed = False
@@ -137,6 +143,9 @@ class _Connection(asyncio.Protocol):
 
     # the exchange
     def _wake(self) -> None:
+        if self.listener is not None:
+            self.listener()
+            return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -185,6 +194,12 @@ class _Connection(asyncio.Protocol):
     def consumed(self, parser: ResponseParser) -> None:
         """The caller took buffered body bytes: read from the server again if we paused."""
         if self._reading_paused and parser.buffered < LOW_WATER and self.transport:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def resume(self) -> None:
+        """Read again if a whole, large body made us pause before it was taken."""
+        if self._reading_paused and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
 
@@ -297,7 +312,7 @@ class Response:
     def _release(self) -> None:
         if not self._done:
             self._done = True
-            self._pool._checkin(self._connection)
+            self._pool.checkin(self._connection)
 
     def _close(self) -> None:
         if not self._done:
@@ -330,10 +345,9 @@ class ConnectionPool:
         sent twice.
         """
         key = (host, port)
-        authority = f"{host}:{port}".encode("latin-1")
         retry_allowed = method in IDEMPOTENT and isinstance(body, bytes)
         while True:
-            connection = self._checkout(key)
+            connection = self.checkout(host, port)
             reused = connection is not None
             if connection is None:
                 connection = await self._connect(key, timeouts.connect)
@@ -341,7 +355,7 @@ class ConnectionPool:
             connection.parser = parser
             connection.request_sent = False
             try:
-                await _send(connection, parser, method, target, authority, headers, body)
+                await _send(connection, parser, method, target, headers, body)
                 while not parser.head_complete:
                     await connection.progress(timeouts.first_byte, "response")
             except ConnectionClosed as exc:
@@ -367,8 +381,9 @@ class ConnectionPool:
         response = await self.request(host, port, method, target, headers, body, timeouts)
         return response.status, response.headers, await response.read()
 
-    def _checkout(self, key: tuple[str, int]) -> _Connection | None:
-        idle = self._idle.get(key)
+    def checkout(self, host: str, port: int) -> _Connection | None:
+        """An idle connection that is still open (checked), or None."""
+        idle = self._idle.get((host, port))
         if not idle:
             return None
         now = time.monotonic()
@@ -379,12 +394,14 @@ class ConnectionPool:
             connection.abort()
         return None
 
-    def _checkin(self, connection: _Connection) -> None:
+    def checkin(self, connection: _Connection) -> None:
+        """Back to the pool if the exchange ended cleanly, else closed."""
         if not connection.reusable():
             connection.abort()
             return
         connection.parser = None
         connection.idle_since = time.monotonic()
+        connection.resume()
         idle = self._idle.setdefault(connection.key, [])
         if len(idle) >= self._max_idle:
             connection.abort()
@@ -417,20 +434,20 @@ class ConnectionPool:
 
 async def _send(
     connection: _Connection, parser: ResponseParser, method: str, target: str,
-    authority: bytes, headers: Headers, body: Body,
+    headers: Headers, body: Body,
 ) -> None:
     """Write the request; a streamed body stops early if the server answers or goes away."""
     transport = connection.transport
     assert transport is not None
     if isinstance(body, bytes):
-        head = request_head(method, target, authority, headers, len(body))
+        head = request_head(method, target, connection.authority, headers, len(body))
         transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
             transport.write(body)
         connection.request_sent = True
         return
     chunked = body.length is None
-    transport.write(request_head(method, target, authority, headers, body.length))
+    transport.write(request_head(method, target, connection.authority, headers, body.length))
     sent = 0
     async for piece in body.chunks:
         if connection.closed or connection.error is not None or parser.head_complete:

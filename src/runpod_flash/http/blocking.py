@@ -194,12 +194,13 @@ def open_response(
                     f"answering, and a {method} is not resent because it may have run"
                 ) from None
             raise
+        except HttpError:  # a timeout or bad bytes: the request may be running
+            kept.sock.close()
+            raise
         except OSError as exc:  # sendall on a reset socket
             kept.sock.close()
             if reused and method in IDEMPOTENT and not parser.started:
                 continue
-            if isinstance(exc, HttpError):
-                raise
             raise ConnectionClosed(f"connection to {key[0]}:{key[1]} failed: {exc}") from None
         return Response(key, kept, parser)
 

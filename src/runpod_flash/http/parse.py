@@ -94,7 +94,8 @@ class ResponseParser:
         self._headers = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        # llhttp keeps trailing whitespace, which is not part of a field value (RFC 9112 §5).
+        self._headers.append((name.lower(), value.rstrip(b" \t")))
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -106,15 +107,25 @@ class ResponseParser:
         self._interim = False
         self.status = status
         self.headers = self._headers
+        self._headers = []  # trailers, if any, land here and are dropped (RFC 9110 §6.5)
         self.head_complete = True
         self.keep_alive = self._parser.should_keep_alive()
-        names = {name for name, _ in self._headers}
+        names = {name for name, _ in self.headers}
         self._until_close = (
             b"content-length" not in names and b"transfer-encoding" not in names
             and status not in (204, 304) and not self._head_request
         )
         if self._head_request:
             self.complete = True  # a HEAD answer has headers only, whatever they declare
+            # llhttp would read a length-less answer to the close; HEAD's ends here.
+            self.keep_alive = self._persistent()
+
+    def _persistent(self) -> bool:
+        tokens = {token.strip().lower() for name, value in self.headers
+                  if name == b"connection" for token in value.split(b",")}
+        if self._parser.get_http_version() == "1.1":
+            return b"close" not in tokens
+        return b"keep-alive" in tokens
 
     def on_body(self, body: bytes) -> None:
         if self._head_request:

@@ -50,6 +50,7 @@ BROKEN_OFF = 502  # recorded: the worker's response broke off after its head was
 VIA = (b"via", b"1.1 openflash")
 _PLATFORM_WRITES = frozenset({b"date", b"server"})  # the platform's server adds its own
 _NO_BODY_STATUS = frozenset({204, 304})
+_API_KEY = frozenset({b"authorization"})  # a deployed endpoint's key stays at the gateway
 
 Scope = dict[str, Any]
 
@@ -127,27 +128,25 @@ class Gateway:
             return
         path = "/" + rest
         headers = scope["headers"]
-        if endpoint.kind == "live":
-            if path == "/execute" and not self._authorized(headers, self._platform_auth):
-                await send_json(send, 401, {"error": "missing or invalid platform token"})
-                return
-        elif self._api_key_auth is not None:
-            if not self._authorized(headers, self._api_key_auth, self._platform_auth):
-                await send_json(send, 401, {
-                    "error": "missing or invalid API key; send 'Authorization: Bearer <key>'"
-                }, [(b"www-authenticate", b"Bearer")])
-                return
-            headers = [(k, v) for k, v in headers if k != b"authorization"]
+        if not self._token_ok(endpoint, path, headers):
+            await send_json(send, 401, {"error": "missing or invalid platform token"})
+            return
+        if not self._key_ok(endpoint, headers):
+            await send_json(send, 401, {
+                "error": "missing or invalid API key; send 'Authorization: Bearer <key>'"
+            }, [(b"www-authenticate", b"Bearer")])
+            return
         declared = content_length(headers)
         if declared is not None and declared > MAX_BODY_BYTES:
             # Refused before reading: a client that sent `Expect: 100-continue` never
             # gets a 100 and need not send the body at all.
-            await _reply(send, 413, f"request body over {MAX_BODY_BYTES} bytes")
+            await reply(send, 413, f"request body over {MAX_BODY_BYTES} bytes")
             return
         started = time.perf_counter()
         watch = _ClientWatch(receive)
         try:
-            status = await self._handle(endpoint, scope, headers, declared, receive, send, watch)
+            status = await self._handle(endpoint, scope, path, headers, declared, receive,
+                                        send, watch)
         except asyncio.CancelledError:
             if not watch.gone:
                 raise
@@ -155,11 +154,37 @@ class Gateway:
             status = CLIENT_GONE
         finally:
             watch.stop()
+        self.record(endpoint, scope["method"], path, status, started)
+
+    def admits(self, endpoint: Endpoint, path: str, headers: Headers) -> bool:
+        """A load-balanced endpoint, and the request carries the credentials it needs."""
+        return endpoint.spec.get("type") != "QB" and self._token_ok(endpoint, path, headers) \
+            and self._key_ok(endpoint, headers)
+
+    def _token_ok(self, endpoint: Endpoint, path: str, headers: Headers) -> bool:
+        """Live `/execute` runs arbitrary code: only platform token holders reach it."""
+        return endpoint.kind != "live" or path != "/execute" or \
+            self._authorized(headers, self._platform_auth)
+
+    def _key_ok(self, endpoint: Endpoint, headers: Headers) -> bool:
+        return endpoint.kind == "live" or self._api_key_auth is None or \
+            self._authorized(headers, self._api_key_auth, self._platform_auth)
+
+    def forward_headers(self, endpoint: Endpoint, headers: Headers) -> Headers:
+        """What the worker gets: end-to-end headers, the API key kept from user code."""
+        drop = _API_KEY if endpoint.kind != "live" and self._api_key_auth else frozenset()
+        forwarded = end_to_end(headers, drop)
+        forwarded.append(VIA)
+        return forwarded
+
+    def record(
+        self, endpoint: Endpoint, method: str, path: str, status: int, started: float
+    ) -> None:
         endpoint.stats["requests"] += 1
         if status >= 500:
             endpoint.stats["errors"] += 1
         self.metrics.observe_request(
-            endpoint.name, route_label(endpoint.spec.get("routes") or {}, scope["method"], path),
+            endpoint.name, route_label(endpoint.spec.get("routes") or {}, method, path),
             status, time.perf_counter() - started,
         )
 
@@ -171,8 +196,8 @@ class Gateway:
         return False
 
     async def _handle(
-        self, endpoint: Endpoint, scope: Scope, headers: Headers, declared: int | None,
-        receive: Any, send: Any, watch: _ClientWatch,
+        self, endpoint: Endpoint, scope: Scope, path: str, headers: Headers,
+        declared: int | None, receive: Any, send: Any, watch: _ClientWatch,
     ) -> int:
         message = await receive()  # uvicorn answers `Expect: 100-continue` here
         if message["type"] == "http.disconnect":
@@ -182,18 +207,24 @@ class Gateway:
             upload = _Upload(message.get("body", b""), receive, watch.arm)
         else:
             watch.arm()
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        target = "/" + raw_path.decode("latin-1")[len(PREFIX):].partition("/")[2]
+        query = scope.get("query_string", b"").decode("latin-1")
+        target += f"?{query}" if query else ""
         try:
-            return await self._forward(
-                endpoint, scope, headers, message.get("body", b""), upload, declared, send, watch
+            return await self.forward(
+                endpoint, scope["method"], target, self.forward_headers(endpoint, headers),
+                message.get("body", b""), upload, declared, send, watch,
             )
         except ClientDisconnected:
             return CLIENT_GONE  # mid-upload: the worker's connection was closed unfinished
         except BodyOverLimit:
-            return await _reply(send, 413, f"request body over {MAX_BODY_BYTES} bytes")
+            return await reply(send, 413, f"request body over {MAX_BODY_BYTES} bytes")
 
-    async def _forward(
-        self, endpoint: Endpoint, scope: Scope, headers: Headers, whole_body: bytes,
-        upload: _Upload | None, declared: int | None, send: Any, watch: _ClientWatch,
+    async def forward(
+        self, endpoint: Endpoint, method: str, target: str, forward_headers: Headers,
+        whole_body: bytes, upload: _Upload | None, declared: int | None, send: Any,
+        watch: Any,
     ) -> int:
         """Proxy to a ready worker; returns the status sent.
 
@@ -201,14 +232,7 @@ class Gateway:
         dropped before answering is too, when its method is idempotent and its body held.
         A failed connection never marks a worker unhealthy: that is `/ping`'s job.
         """
-        raw_path = scope.get("raw_path") or scope["path"].encode()
-        target = "/" + raw_path.decode("latin-1")[len(PREFIX):].partition("/")[2]
-        query = scope.get("query_string", b"").decode("latin-1")
-        target += f"?{query}" if query else ""
-        forward_headers = end_to_end(headers)
-        forward_headers.append(VIA)
-        method = scope["method"]
-        timeouts = Timeouts(CONNECT_TIMEOUT_S, _response_timeout(endpoint), IDLE_TIMEOUT_S)
+        timeouts = Timeouts(CONNECT_TIMEOUT_S, response_timeout(endpoint), IDLE_TIMEOUT_S)
         body = whole_body if upload is None else StreamedBody(upload, declared)
         failed: Worker | None = None
         for attempt in (1, 2):
@@ -216,11 +240,11 @@ class Gateway:
                 worker = (failed is None and self.supervisor.try_acquire(endpoint)) or \
                     await self.supervisor.acquire(endpoint, COLD_START_WAIT_S, failed)
             except NoWorkerAvailable as exc:
-                return await _reply(send, 503, str(exc), [(b"retry-after", b"1")])
+                return await reply(send, 503, str(exc), [(b"retry-after", b"1")])
             except Backlogged as exc:
-                return await _reply(send, 429, str(exc), [(b"retry-after", b"1")])
+                return await reply(send, 429, str(exc), [(b"retry-after", b"1")])
             except EndpointFailed as exc:
-                return await _reply(send, 503, str(exc), [(b"retry-after", b"5")])
+                return await reply(send, 503, str(exc), [(b"retry-after", b"5")])
             try:
                 response = await self.upstream.request(
                     WORKER_HOST, worker.port or 0, method, target, forward_headers, body,
@@ -228,46 +252,47 @@ class Gateway:
                 )
                 if upload is not None and not upload.finished:
                     await upload.discard_rest()
-                return await _relay(response, method, send, watch)
+                return await relay(response, method, send, watch)
             except HttpError as exc:
                 if not isinstance(exc, ResponseTimeout):
                     self.supervisor.suspect(worker)
                 if attempt == 1 and retry_elsewhere(exc, method, replayable=upload is None):
                     failed = worker
                     continue
-                return await _reply(send, *failure_reply(worker.id, method, exc))
+                return await reply(send, *failure_reply(worker.id, method, exc))
             finally:
                 self.supervisor.release(worker)
         raise AssertionError("the loop returns on its last attempt")
 
 
-async def _relay(response: Response, method: str, send: Any, watch: _ClientWatch) -> int:
-    """Send the worker's response on, streaming its body as it arrives."""
-    status = response.status
-    headers = end_to_end(response.headers, _PLATFORM_WRITES)
+def relayed_headers(
+    status: int, method: str, upstream: Headers, whole_length: int | None
+) -> Headers:
+    """The worker's headers as the client gets them: end-to-end ones only, the platform's
+    own Date and Server, `Via`, and the body's length where there is one to state
+    (`whole_length` when the whole body is in hand; else the worker's own, if any)."""
+    headers = end_to_end(upstream, _PLATFORM_WRITES)
     headers.append(VIA)
     if status in _NO_BODY_STATUS:
+        return headers
+    length = whole_length if whole_length is not None and method != "HEAD" \
+        else content_length(upstream)
+    if length is not None:
+        headers.append((b"content-length", b"%d" % length))
+    return headers
+
+
+async def relay(response: Response, method: str, send: Any, watch: Any) -> int:
+    """Send the worker's response on, streaming its body as it arrives."""
+    status = response.status
+    if status in _NO_BODY_STATUS or method == "HEAD" or response.complete:
+        payload = await response.read() if response.complete else b""
         await response.aclose()
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
-        return status
-    if method == "HEAD":
-        length = content_length(response.headers)
-        if length is not None:
-            headers.append((b"content-length", b"%d" % length))
-        await response.aclose()
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
-        return status
-    if response.complete:  # the common case: the whole response came with its head
-        payload = await response.read()
-        headers.append((b"content-length", b"%d" % len(payload)))
+        headers = relayed_headers(status, method, response.headers, len(payload))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         return status
-    length = content_length(response.headers)
-    if length is not None:
-        headers.append((b"content-length", b"%d" % length))  # else uvicorn sends it chunked
+    headers = relayed_headers(status, method, response.headers, None)  # else chunked
     watch.now()  # a client leaving mid-stream must stop the worker's stream too
     await send({"type": "http.response.start", "status": status, "headers": headers})
     try:
@@ -331,7 +356,7 @@ class _Upload:
         return piece
 
 
-def _response_timeout(endpoint: Endpoint) -> float:
+def response_timeout(endpoint: Endpoint) -> float:
     timeout_ms = endpoint.spec.get("executionTimeoutMs") or 0
     return timeout_ms / 1000 if timeout_ms > 0 else RESPONSE_TIMEOUT_S
 
@@ -369,6 +394,6 @@ def _uncancel() -> None:
         task.uncancel()
 
 
-async def _reply(send: Any, status: int, message: str, headers: Any = ()) -> int:
+async def reply(send: Any, status: int, message: str, headers: Any = ()) -> int:
     await send_json(send, status, {"error": message}, list(headers))
     return status

@@ -20,6 +20,7 @@ import uvicorn
 
 from runpod_flash import config
 from runpod_flash.platform.app import PlatformApp
+from runpod_flash.platform.fastlane import GatewayProtocol
 from runpod_flash.platform.gpus import GpuAllocator, detect_gpus
 from runpod_flash.platform.store import Store
 from runpod_flash.platform.supervisor import Supervisor
@@ -134,6 +135,7 @@ async def serve() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, request_shutdown)
     server.config.app = app
+    server.config.http = GatewayProtocol.for_gateway(app.gateway)
     supervisor.start()
     app.jobs.start()
     serving = asyncio.create_task(server.serve(sockets=[sock]))

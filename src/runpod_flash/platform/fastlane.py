@@ -1,0 +1,310 @@
+"""The gateway's common case, outside ASGI: a small proxied request to a warm worker.
+
+uvicorn's per-request machinery (scope, request cycle, a task, `receive`/`send`) costs more
+CPU than the whole proxy hop. This protocol is uvicorn's own httptools protocol with one
+change: a request for `/ep/...` that needs nothing special (a ready worker with an idle
+kept-alive connection, a small body with a Content-Length, no `Expect`, no upgrade) is
+forwarded from the parser's callbacks, and the worker's answer written back from the
+client connection's, with no task at all. Everything else (cold starts, waiting for a
+worker, streamed or large uploads, `Expect: 100-continue`, errors, pipelined requests) goes
+through the ASGI gateway as before; a streamed answer or a retry continues in a task with
+the ASGI gateway's own code. The conformance suite runs every case through this class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from runpod_flash.http.aio import Response
+from runpod_flash.http.errors import ConnectionClosed, HttpError, ResponseTimeout
+from runpod_flash.http.headers import Headers
+from runpod_flash.http.parse import ResponseParser, request_head
+from runpod_flash.platform import gateway as gw
+from runpod_flash.platform.endpoints import Endpoint, Worker
+
+FAST_BODY_LIMIT = 256 * 1024  # larger bodies stream through the ASGI gateway
+_FAST_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS"})
+_FALL_BACK = frozenset({b"expect", b"transfer-encoding", b"upgrade"})
+
+
+class _NoEvent:
+    """uvicorn signals a request cycle's event on disconnect; an exchange needs none."""
+
+    def set(self) -> None:
+        pass
+
+
+class _LaneWatch:
+    """The ASGI gateway's client watch, for an exchange: the protocol sees the disconnect
+    itself (connection_lost) and cancels the exchange's task."""
+
+    gone = False
+
+    def arm(self) -> None:
+        pass
+
+    def now(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class Exchange:
+    """One proxied request in flight; stands in for uvicorn's request cycle meanwhile, so
+    uvicorn queues pipelined requests behind it and shuts the connection down after it."""
+
+    message_event = _NoEvent()
+
+    def __init__(
+        self, lane: GatewayProtocol, endpoint: Endpoint, worker: Worker, connection: Any,
+        method: str, target: str, path: str, headers: Headers, keep_alive: bool,
+    ) -> None:
+        self.lane = lane
+        self.endpoint = endpoint
+        self.worker = worker
+        self.connection = connection
+        self.method = method
+        self.target = target
+        self.path = path
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.body: list[bytes] = []
+        self.response_complete = False
+        self.disconnected = False
+        self.parser: ResponseParser | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.watch = _LaneWatch()
+        self.started = time.perf_counter()
+        self._timer: asyncio.TimerHandle | None = None
+        self._chunked = False
+
+    # the request, from the client's parser
+    def on_body(self, data: bytes) -> None:
+        self.body.append(data)
+
+    def on_message_complete(self) -> None:
+        """The request is whole: send it on the kept-alive connection to the worker."""
+        connection = self.connection
+        parser = self.parser = ResponseParser(head_request=self.method == "HEAD")
+        connection.parser = parser
+        connection.listener = self._progress
+        body = b"".join(self.body)
+        connection.transport.write(request_head(
+            self.method, self.target, connection.authority, self.headers, len(body)
+        ) + body)
+        connection.request_sent = True
+        self._timer = asyncio.get_running_loop().call_later(
+            gw.response_timeout(self.endpoint), self._expire
+        )
+
+    # the response, from the worker connection's parser
+    def _progress(self) -> None:
+        parser, connection = self.parser, self.connection
+        assert parser is not None
+        if connection.error is not None:
+            self._failed(connection.error)
+        elif parser.head_complete:
+            self._stop_timer()
+            connection.listener = None
+            if parser.complete:
+                self._write_whole(parser)
+            else:  # a streamed answer: the ASGI gateway's relay, in a task
+                response = Response(self.lane.gateway.upstream, connection, parser,
+                                    gw.IDLE_TIMEOUT_S)
+                self._continue(gw.relay(response, self.method, self.send, self.watch))
+
+    def _expire(self) -> None:
+        self._timer = None
+        self.connection._fail(ResponseTimeout(
+            f"no response within {gw.response_timeout(self.endpoint):g}s"))
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _failed(self, exc: HttpError) -> None:
+        """Before any answer: retried through the ASGI gateway where that is safe (it
+        opens a new connection), else answered here."""
+        self._stop_timer()
+        self.connection.listener = None
+        self.connection.abort()
+        gateway = self.lane.gateway
+        if not isinstance(exc, ResponseTimeout):
+            gateway.supervisor.suspect(self.worker)
+        if gw.retry_elsewhere(exc, self.method, replayable=True) and isinstance(
+                exc, ConnectionClosed):
+            gateway.supervisor.release(self.worker)
+            self.worker = None  # type: ignore[assignment]  # the retry acquires its own
+            self._continue(gateway.forward(
+                self.endpoint, self.method, self.target, self.headers, b"".join(self.body),
+                None, None, self.send, self.watch,
+            ))
+            return
+        self._continue(gw.reply(self.send, *gw.failure_reply(self.worker.id, self.method, exc)))
+
+    def _write_whole(self, parser: ResponseParser) -> None:
+        """The common case: the whole answer came with its head; one write, no task."""
+        body = parser.take()
+        self.connection.listener = None
+        self.lane.gateway.upstream.checkin(self.connection)
+        status = parser.status
+        headers = gw.relayed_headers(status, self.method, parser.headers, len(body))
+        self._write_head(status, headers, body)
+        self._finish(status)
+
+    # writing the answer
+    def _write_head(self, status: int, headers: Headers, body: bytes = b"") -> None:
+        lane = self.lane
+        parts = [STATUS_LINE[status]]
+        for name, value in (*lane.server_state.default_headers, *headers):
+            parts += (name, b": ", value, b"\r\n")
+        bodiless = self.method == "HEAD" or status in (204, 304)
+        if not bodiless and not any(name == b"content-length" for name, _ in headers):
+            self._chunked = True
+            parts.append(b"transfer-encoding: chunked\r\n")
+        if not self.keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        if not bodiless:
+            parts.append(body)
+        lane.transport.write(b"".join(parts))
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """ASGI `send` for the ASGI gateway's code run on this exchange's behalf."""
+        lane = self.lane
+        if self.disconnected:
+            return
+        if message["type"] == "http.response.start":
+            self._write_head(message["status"], list(message.get("headers", ())))
+            return
+        data = message.get("body", b"")
+        if self.method != "HEAD":
+            if self._chunked:
+                lane.transport.write(
+                    (b"%x\r\n%b\r\n" % (len(data), data) if data else b"")
+                    + (b"" if message.get("more_body") else b"0\r\n\r\n"))
+            elif data:
+                lane.transport.write(data)
+        if lane.flow.write_paused:
+            await lane.flow.drain()
+
+    def _continue(self, work: Any) -> None:
+        """Finish in a task (a streamed answer, a retry, an error reply)."""
+        self.task = asyncio.get_running_loop().create_task(self._run(work))
+
+    async def _run(self, work: Any) -> None:
+        try:
+            status = await work
+        except asyncio.CancelledError:
+            status = gw.CLIENT_GONE
+        except Exception:
+            gw.logger.exception("proxying %s %s failed", self.method, self.path)
+            status = 500
+            self.lane.transport.close()
+        if status == gw.BROKEN_OFF:
+            self.lane.transport.close()  # the client sees the truncation
+        self._finish(status)
+
+    def _finish(self, status: int) -> None:
+        self.response_complete = True
+        lane = self.lane
+        lane.exchange = None
+        if self.worker is not None:
+            lane.gateway.supervisor.release(self.worker)
+        lane.gateway.record(self.endpoint, self.method, self.path, status, self.started)
+        if not self.keep_alive:
+            lane.transport.close()
+        if not self.disconnected:
+            lane.on_response_complete()  # uvicorn: pipelined requests, keep-alive timer
+
+    def client_gone(self) -> None:
+        """The client closed its connection: so is the worker's (the worker sees it)."""
+        self.disconnected = True
+        self._stop_timer()
+        if self.task is not None:
+            self.task.cancel()
+            return
+        if not self.response_complete:
+            self.connection.listener = None
+            self.connection.abort()
+            self._finish(gw.CLIENT_GONE)
+
+
+class GatewayProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol, with the fast lane for plain proxied requests."""
+
+    gateway: gw.Gateway  # set by `for_gateway`
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.exchange: Exchange | None = None
+
+    @classmethod
+    def for_gateway(cls, gateway: gw.Gateway) -> type[GatewayProtocol]:
+        return type("BoundGatewayProtocol", (cls,), {"gateway": gateway})
+
+    def on_headers_complete(self) -> None:
+        if self.url.startswith(b"/ep/") and (self.cycle is None or self.cycle.response_complete):
+            exchange = self._open_exchange()
+            if exchange is not None:
+                self.exchange = exchange
+                self.cycle = exchange  # type: ignore[assignment]
+                return
+        super().on_headers_complete()
+
+    def _open_exchange(self) -> Exchange | None:
+        """An exchange when the request qualifies for the fast lane, else None."""
+        method = self.parser.get_method()
+        if method not in _FAST_METHODS or self.parser.should_upgrade():
+            return None
+        for name, value in self.headers:
+            if name in _FALL_BACK:
+                return None
+            if name == b"content-length" and (
+                    not value.isdigit() or int(value) > FAST_BODY_LIMIT):
+                return None
+        raw_path, _, query = self.url.partition(b"?")
+        if b"%" in raw_path or b"#" in raw_path:
+            return None  # the ASGI path decodes it
+        endpoint_id, _, rest = raw_path[4:].decode("latin-1").partition("/")
+        path = "/" + rest
+        gateway = self.gateway
+        endpoint = gateway.supervisor.endpoints.get(endpoint_id)
+        if endpoint is None or not gateway.admits(endpoint, path, self.headers):
+            return None
+        worker = gateway.supervisor.try_acquire(endpoint)
+        if worker is None:
+            return None
+        connection = gateway.upstream.checkout(gw.WORKER_HOST, worker.port or 0)
+        if connection is None:  # the ASGI path connects (and pools the connection)
+            gateway.supervisor.release(worker)
+            return None
+        target = path + ("?" + query.decode("latin-1") if query else "")
+        return Exchange(
+            self, endpoint, worker, connection, method.decode("ascii"), target, path,
+            gateway.forward_headers(endpoint, self.headers),
+            self.parser.should_keep_alive() and self.parser.get_http_version() == "1.1",
+        )
+
+    def on_body(self, body: bytes) -> None:
+        if self.cycle is self.exchange and self.exchange is not None:
+            self.exchange.on_body(body)
+        else:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.cycle is self.exchange and self.exchange is not None:
+            self.exchange.on_message_complete()
+        else:
+            super().on_message_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.exchange is not None:
+            self.exchange.client_gone()
+        super().connection_lost(exc)
