@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from runpod_flash.resources import ServerlessResource
+from runpod_flash.streaming import is_generator_function
 
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 RESERVED_PATHS = ("/ping", "/execute")
@@ -131,6 +132,8 @@ class RemoteFunction:
     """A function whose calls run on the resource's workers.
 
     `def` functions block and return the value; `async def` functions return an awaitable.
+    On a load-balanced resource, a generator function (`def`/`async def` with `yield`)
+    returns a generator / async generator that streams the remote items as they come.
     """
 
     def __init__(
@@ -150,6 +153,8 @@ class RemoteFunction:
         self.system_dependencies = system_dependencies
         self.accelerate_downloads = accelerate_downloads
         self.is_async = inspect.iscoroutinefunction(func)
+        # Deployed queue resources keep their old behaviour: the list of items, as a job output.
+        self.streams = resource.is_load_balanced and is_generator_function(func)
         self._shipped: tuple[str, str] | None = None
         self._live_endpoint: Any = None  # stubs.live.LiveEndpoint, looked up on first call
         self._ship_lock = threading.Lock()
@@ -215,9 +220,26 @@ class RemoteFunction:
                 "a call at import time would provision endpoints. Move it under "
                 "`if __name__ == \"__main__\":`"
             )
+        if self.streams:
+            return self._stream(args, kwargs)
         if self.is_async:
             return self._call_async(args, kwargs)
         return self._call_blocking(args, kwargs)
+
+    def _stream(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A generator (async generator for `async def`) of the remote items; the arguments
+        are checked now, the request goes out when iteration starts."""
+        from runpod_flash.stubs import http_route, live
+
+        asynchronous = inspect.isasyncgenfunction(self.func)
+        if self.resource.is_live:
+            inspect.signature(self.func).bind(*args, **kwargs)  # TypeError now, as locally
+            start = live.astream if asynchronous else live.stream
+            return start(self._endpoint(), self.shipped, self.func.__name__,
+                         self.func.__module__, self.resource.execution_timeout_s, args, kwargs)
+        assert self.route is not None  # load-balanced resources always have one
+        start = http_route.astream if asynchronous else http_route.stream
+        return start(self.resource, self.func, self.route, args, kwargs)
 
     async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self.resource.is_live and self.resource.is_load_balanced:
@@ -228,6 +250,17 @@ class RemoteFunction:
                                     args, kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(_call_pool, self._call_blocking, args, kwargs)
+
+
+def _refuse_live_queue_generator(resource: ServerlessResource, func: Callable[..., Any]) -> None:
+    """Items stream over HTTP; a live queue job has one result, which a generator is not."""
+    if resource.is_live and not resource.is_load_balanced and is_generator_function(func):
+        raise TypeError(
+            f"'{func.__name__}' is a generator function, and generator functions stream their "
+            f"items only on load-balanced resources (LiveLoadBalancer, CpuLiveLoadBalancer, "
+            f"LoadBalancerSlsResource, CpuLoadBalancerSlsResource); on "
+            f"{type(resource).__name__} '{resource.name}', return a list instead"
+        )
 
 
 def _rebuild(func: Callable[..., Any], resource: ServerlessResource, options: dict[str, Any]):
@@ -260,6 +293,8 @@ def _decorate(
     )
     if validate and route is not None:
         _register_route(resource, func, route)
+    if validate and not local:
+        _refuse_live_queue_generator(resource, func)
     deps, system_deps = list(dependencies or []), list(system_dependencies or [])
     if local or _runs_in_place(resource):
         func.__remote_config__ = remote_config(  # type: ignore[attr-defined]

@@ -527,6 +527,15 @@ def test_pipelined_requests_are_answered_in_order(gw: Target) -> None:
         assert reply.json()["length"] == 3
 
 
+def test_the_connection_is_kept_alive_after_error_answers(gw: Target) -> None:
+    """404, 405 and 422 answers leave the client's connection usable for the next request."""
+    with Conn(gw.port) as conn:
+        assert conn.exchange(http_request("GET", "/ep/no-such-endpoint/x"), "GET").status == 404
+        assert conn.exchange(http_request("DELETE", gw.url("/echo")), "DELETE").status == 405
+        assert conn.exchange(http_request("GET", gw.url("/nowhere")), "GET").status == 404
+        assert echo_id(conn.exchange(http_request("GET", gw.url("/echo?id=ok")), "GET")) == "ok"
+
+
 def test_connection_close_is_honoured(gw: Target) -> None:
     with Conn(gw.port) as conn:
         reply = conn.exchange(http_request("GET", gw.url("/echo?id=bye"),
@@ -763,9 +772,9 @@ def test_closed_connection_before_response_post_is_not_resent(dep: Deployment,
         pid = conn.exchange(http_request("GET", gw.url("/echo?id=warm")), "GET").json()["pid"]
         reply = conn.exchange(http_request("POST", gw.url(f"/drop?file={q(counter)}"),
                                            body=b"{}"), "POST", timeout=30)
-    assert reply.status == 502, (reply.status, reply.body[:300])
-    assert Path(counter).read_text() == "done\n", "the POST was sent more than once"
-    with Conn(gw.port) as conn:
+        assert reply.status == 502, (reply.status, reply.body[:300])
+        assert Path(counter).read_text() == "done\n", "the POST was sent more than once"
+        # keep-alive after an error: the client's connection carries the next request
         after = conn.exchange(http_request("GET", gw.url("/echo?id=after")), "GET", timeout=30)
     assert after.json()["pid"] == pid and pid_alive(pid), \
         "a dropped connection got a healthy worker killed"

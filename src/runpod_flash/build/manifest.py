@@ -61,6 +61,8 @@ def _function_entry(fn: FunctionDecl, live: LiveFunction) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": fn.name, "module": fn.module, "is_async": fn.is_async, "is_class": False,
     }
+    if fn.is_generator:  # only then, so the entries of plain functions keep their shape
+        entry["is_generator"] = True
     if live.resource.is_load_balanced:
         entry.update(http_method=live.method, http_path=live.path)
     return entry

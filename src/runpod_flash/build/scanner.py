@@ -56,6 +56,7 @@ class FunctionDecl:
     path: str | None
     route_is_literal: bool  # False when method or path is an expression we cannot read
     calls: frozenset[str]  # names called directly in the body
+    is_generator: bool = False  # `yield` in its own body: its calls stream items
 
 
 @dataclass
@@ -105,6 +106,18 @@ def _keyword(call: ast.Call, name: str, position: int | None = None) -> ast.expr
     if position is not None and len(call.args) > position:
         return call.args[position]
     return None
+
+
+def _yields(body: list[ast.stmt]) -> bool:
+    """A `yield` in this body itself, not in a function, lambda or class nested in it."""
+    pending: list[ast.AST] = list(body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.Yield, ast.YieldFrom)):
+            return True
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            pending.extend(ast.iter_child_nodes(node))
+    return False
 
 
 def _string(node: ast.expr | None) -> tuple[str | None, bool]:
@@ -204,6 +217,7 @@ class _ModuleScanner:
             path=path,
             route_is_literal=method_ok and path_ok,
             calls=frozenset(calls),
+            is_generator=_yields(node.body),
         ))
 
 

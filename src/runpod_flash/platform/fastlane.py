@@ -21,7 +21,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from runpod_flash.http.aio import Response
 from runpod_flash.http.errors import ConnectionClosed, HttpError, ResponseTimeout
-from runpod_flash.http.headers import Headers
+from runpod_flash.http.headers import Headers, content_length
 from runpod_flash.http.parse import ResponseParser, request_head
 from runpod_flash.platform import gateway as gw
 from runpod_flash.platform.endpoints import Endpoint, Worker
@@ -29,6 +29,12 @@ from runpod_flash.platform.endpoints import Endpoint, Worker
 FAST_BODY_LIMIT = 256 * 1024  # larger bodies stream through the ASGI gateway
 _FAST_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS"})
 _FALL_BACK = frozenset({b"expect", b"transfer-encoding", b"upgrade"})
+
+
+def _small(parser: ResponseParser) -> bool:
+    """A body with a declared length small enough to collect before answering."""
+    length = content_length(parser.headers)
+    return length is not None and length <= FAST_BODY_LIMIT
 
 
 class _NoEvent:
@@ -108,15 +114,18 @@ class Exchange:
         assert parser is not None
         if connection.error is not None:
             self._failed(connection.error)
-        elif parser.head_complete:
+        elif parser.complete:
+            self._stop_timer()
+            self._write_whole(parser)
+        elif parser.head_complete and not _small(parser):
+            # A streamed (or large) answer: the ASGI gateway's relay, in a task.
             self._stop_timer()
             connection.listener = None
-            if parser.complete:
-                self._write_whole(parser)
-            else:  # a streamed answer: the ASGI gateway's relay, in a task
-                response = Response(self.lane.gateway.upstream, connection, parser,
-                                    gw.IDLE_TIMEOUT_S)
-                self._continue(gw.relay(response, self.method, self.send, self.watch))
+            response = Response(self.lane.gateway.upstream, connection, parser,
+                                gw.IDLE_TIMEOUT_S)
+            self._continue(gw.relay(response, self.method, self.send, self.watch))
+        # else: more of the head, or of a small body (workers often write the head and
+        # the body apart), is on its way
 
     def _expire(self) -> None:
         self._timer = None
@@ -201,14 +210,15 @@ class Exchange:
     async def _run(self, work: Any) -> None:
         try:
             status = await work
+        except gw.BrokenOff:
+            status = 502
+            self.lane.transport.close()  # the client sees the truncation
         except asyncio.CancelledError:
             status = gw.CLIENT_GONE
         except Exception:
             gw.logger.exception("proxying %s %s failed", self.method, self.path)
             status = 500
             self.lane.transport.close()
-        if status == gw.BROKEN_OFF:
-            self.lane.transport.close()  # the client sees the truncation
         self._finish(status)
 
     def _finish(self, status: int) -> None:

@@ -46,7 +46,6 @@ IDLE_TIMEOUT_S = float(os.environ.get("FLASH_GATEWAY_IDLE_TIMEOUT", "60"))  # be
 # ones never pay for the watcher.
 WATCH_CLIENT_AFTER_S = 0.05
 CLIENT_GONE = 499  # recorded (never sent): the client closed the connection first
-BROKEN_OFF = 502  # recorded: the worker's response broke off after its head was sent
 VIA = (b"via", b"1.1 openflash")
 _PLATFORM_WRITES = frozenset({b"date", b"server"})  # the platform's server adds its own
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -57,6 +56,12 @@ Scope = dict[str, Any]
 
 class BodyOverLimit(Exception):
     """A streamed request body went over the gateway's limit."""
+
+
+class BrokenOff(Exception):
+    """The worker's response broke off after its head went to the client: the client's
+    connection must be closed (chunked: no last chunk), so it sees a truncated response,
+    never a complete-looking one. Recorded as a 502."""
 
 
 class _ClientWatch:
@@ -147,6 +152,8 @@ class Gateway:
         try:
             status = await self._handle(endpoint, scope, path, headers, declared, receive,
                                         send, watch)
+        except BrokenOff:
+            status = 502  # returning unfinished makes uvicorn close the client's connection
         except asyncio.CancelledError:
             if not watch.gone:
                 raise
@@ -299,12 +306,9 @@ async def relay(response: Response, method: str, send: Any, watch: Any) -> int:
         async for piece in response:
             await send({"type": "http.response.body", "body": piece, "more_body": True})
     except HttpError as exc:
-        # Returning without the final body makes the server close the client's connection
-        # (chunked: no last chunk), so the client sees a truncated response, never a
-        # complete-looking one.
         logger.warning("response from worker broke off mid-stream (%s); closing the "
                        "client's connection", exc)
-        return BROKEN_OFF
+        raise BrokenOff(str(exc)) from None
     await send({"type": "http.response.body", "body": b""})
     return status
 

@@ -1,6 +1,7 @@
 """The live worker's ASGI app: `/ping` and the token-protected `/execute`.
 
 Two fixed routes on the hot path of every live call: a plain ASGI callable, no router.
+A generator function's call is answered as a stream of NDJSON lines (`executor.execute_stream`).
 """
 
 from __future__ import annotations
@@ -11,11 +12,19 @@ import logging
 from typing import Any
 
 from runpod_flash.asgi import ClientDisconnected, read_body, send_json
-from runpod_flash.runtime.executor import CallRequest, FunctionNotLoaded, FunctionStore, execute
+from runpod_flash.runtime.executor import (
+    CallRequest,
+    FunctionNotLoaded,
+    FunctionStore,
+    execute,
+    execute_stream,
+)
+from runpod_flash.streaming import NDJSON_MEDIA_TYPE, is_generator_function, send_stream
 
 logger = logging.getLogger("runpod_flash.runtime")
 
 MAX_EXECUTE_BODY = 64 * 1024 * 1024
+_NDJSON_HEADERS = [(b"content-type", NDJSON_MEDIA_TYPE.encode()), (b"cache-control", b"no-cache")]
 
 
 class LiveWorkerApp:
@@ -68,7 +77,7 @@ class LiveWorkerApp:
             await send_json(send, 400, {"error": str(exc)})
             return
         try:
-            result = await execute(self._store, call)
+            func = self._store.get(call)
         except FunctionNotLoaded:
             await send_json(send, 409, {"error": "function not loaded", "code": "not_loaded"})
             return
@@ -77,4 +86,7 @@ class LiveWorkerApp:
             message = f"Cannot load function '{call.function_name}': {exc}"
             await send_json(send, 400, {"error": message})
             return
-        await send_json(send, 200, result)
+        if is_generator_function(func):
+            await send_stream(receive, send, 200, _NDJSON_HEADERS, execute_stream(func, call))
+            return
+        await send_json(send, 200, await execute(self._store, call))

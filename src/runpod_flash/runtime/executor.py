@@ -13,11 +13,13 @@ import inspect
 import traceback
 import types
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from runpod_flash import serialization
 from runpod_flash.runtime import output
+from runpod_flash.streaming import Walker, ndjson_line
 
 MAX_CACHED_FUNCTIONS = 1024
 MAX_NAMESPACES = 64
@@ -147,6 +149,17 @@ class FunctionStore:
         return _rebind(func, namespace)
 
 
+def _failure(exc: Exception, captured: list[tuple[str, str]]) -> dict[str, Any]:
+    return {
+        "success": False,
+        "error": str(exc),
+        "error_type": type(exc).__qualname__,
+        "exception": serialization.encode_exception(exc),
+        "traceback": format_remote_traceback(exc),
+        "output": captured,
+    }
+
+
 async def execute(store: FunctionStore, request: CallRequest) -> dict[str, Any]:
     """Run one call; returns the JSON response body (errors are results, not HTTP errors)."""
     func = store.get(request)  # FunctionNotLoaded propagates: the caller resends the code
@@ -161,12 +174,40 @@ async def execute(store: FunctionStore, request: CallRequest) -> dict[str, Any]:
                     value = await value
             result = serialization.encode(value)
         except Exception as exc:
-            return {
-                "success": False,
-                "error": str(exc),
-                "error_type": type(exc).__qualname__,
-                "exception": serialization.encode_exception(exc),
-                "traceback": format_remote_traceback(exc),
-                "output": captured,
-            }
+            return _failure(exc, captured)
     return {"success": True, "result": result, "output": captured}
+
+
+def _taken(captured: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The output captured so far, removed from the buffer (threads may still append)."""
+    taken = captured[:]
+    del captured[:len(taken)]
+    return taken
+
+
+async def execute_stream(func: Any, request: CallRequest) -> AsyncIterator[bytes]:
+    """A generator function's call, as NDJSON lines (`streaming.NDJSON_MEDIA_TYPE`).
+
+    One `{"item": <encoded>}` line per item, with the output printed since the last line
+    under "output"; the last line is what `execute` returns (the result is the generator's
+    `return` value). Iterate it in one task: the output capture is set in that task.
+    """
+    with output.capture() as captured:
+        items: Walker | None = None
+        try:
+            args, kwargs = serialization.decode(request.args)
+            items = Walker(func(*args, **kwargs))
+            async for item in items:
+                line: dict[str, Any] = {"item": serialization.encode(item)}
+                printed = _taken(captured)
+                if printed:
+                    line["output"] = printed
+                yield ndjson_line(line)
+            final = {"success": True, "result": serialization.encode(items.value),
+                     "output": _taken(captured)}
+        except Exception as exc:
+            final = _failure(exc, _taken(captured))
+        finally:
+            if items is not None:
+                await items.aclose()
+        yield ndjson_line(final)

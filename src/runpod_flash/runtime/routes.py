@@ -3,6 +3,7 @@
 FastAPI reads an endpoint's signature, so each endpoint gets a synthetic one: path parameters
 stay path parameters, GET takes the rest as query parameters, and the other methods take them
 as one JSON object described by a generated pydantic model (which also documents it in /docs).
+A generator function's items are streamed as server-sent events (format in `streaming`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi.encoders import jsonable_encoder
@@ -19,7 +20,17 @@ from pydantic import BaseModel, ConfigDict, create_model
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
+
+from runpod_flash.streaming import (
+    SSE_MEDIA_TYPE,
+    Walker,
+    is_generator_function,
+    json_text,
+    send_stream,
+    sse_error,
+    sse_event,
+)
 
 logger = logging.getLogger("runpod_flash.runtime")
 
@@ -70,9 +81,55 @@ def _body_model(func: Callable[..., Any], params: list[inspect.Parameter]) -> ty
     )
 
 
+class EventStream(StreamingResponse):
+    """Server-sent events that stop, closing the user's generator, when the client leaves."""
+
+    def __init__(self, events: AsyncIterator[bytes]) -> None:
+        super().__init__(events, media_type=SSE_MEDIA_TYPE, headers={"cache-control": "no-cache"})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send_stream(receive, send, self.status_code, self.raw_headers,
+                          self.body_iterator)  # type: ignore[arg-type]
+
+
+def _sse(item: Any) -> bytes:
+    return sse_event(json_text(jsonable_encoder(item)))
+
+
+async def _events(func: Callable[..., Any], first: bytes, items: Walker) -> AsyncIterator[bytes]:
+    """The stream after its first event; an exception ends it with an `error` event."""
+    try:
+        if first:
+            yield first
+        async for item in items:
+            yield _sse(item)
+    except Exception as exc:
+        logger.exception("%s raised while streaming", func.__qualname__)
+        yield sse_error(exc)
+    finally:
+        await items.aclose()
+
+
+async def _stream(func: Callable[..., Any], kwargs: dict[str, Any]) -> Response:
+    """A generator's items as SSE. The head waits for the first item, so an exception before
+    it (bad input, a failed setup) is an ordinary error response with a status code."""
+    items = Walker(func(**kwargs))
+    try:
+        try:
+            first = _sse(await items.__anext__())
+        except StopAsyncIteration:
+            first = b""
+    except BaseException:
+        await items.aclose()
+        raise
+    return EventStream(_events(func, first, items))
+
+
 async def _respond(func: Callable[..., Any], kwargs: dict[str, Any]) -> Response:
     """Call the user function; its exceptions become a 500 without the traceback."""
     try:
+        if is_generator_function(func):
+            return await _stream(func, kwargs)
         if inspect.iscoroutinefunction(func):
             result = await func(**kwargs)
         else:

@@ -2,12 +2,14 @@
 
 The first call of a resource provisions its live endpoint (starting the embedded platform if
 nothing answers); later calls go straight to the gateway on a kept-alive connection, sending
-only the function's hash unless the worker asks for the code (HTTP 409).
+only the function's hash unless the worker asks for the code (HTTP 409). A generator
+function's call streams: `stream`/`astream` yield its items as the worker's lines arrive.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -16,16 +18,18 @@ import time
 import uuid
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 from runpod_flash import serialization
 from runpod_flash.control import Platform, PlatformError, ensure_platform
 from runpod_flash.http.aio import ConnectionPool, Timeouts
-from runpod_flash.http.blocking import request
-from runpod_flash.http.errors import ConnectFailed, ResponseTimeout
+from runpod_flash.http.aio import Response as AsyncResponse
+from runpod_flash.http.blocking import Response, open_response
+from runpod_flash.http.errors import ConnectFailed
 from runpod_flash.resources import ServerlessResource
+from runpod_flash.streaming import NDJSONDecoder, aread_items, read_items
 
 DEFAULT_TIMEOUT_S = 30.0
 PROVISION_TIMEOUT_S = 900.0
@@ -146,7 +150,7 @@ class _Call:
 
     The drivers send `payload()` to `url + "/execute"` and report back what happened; this
     decides whether to resend (with the code, after a 409), re-provision once (the platform
-    restarted or went away), or finish.
+    restarted or went away), or fail, and which error the caller sees.
     """
 
     def __init__(
@@ -161,6 +165,7 @@ class _Call:
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout_s or DEFAULT_TIMEOUT_S
+        self.url = ""  # where the last attempt went
         self._function_payload, function_hash = shipped()
         self._body = {
             "function_name": function_name,
@@ -185,51 +190,85 @@ class _Call:
         self._reprovisioned = True
         return True
 
-    def unreachable(self, url: str, exc: OSError) -> None:
+    def failure(self, exc: OSError) -> Exception:
+        """The caller's error for a transport failure once the call may have run."""
+        if isinstance(exc, TimeoutError):
+            return self.timed_out()
+        return ConnectionError(
+            f"Connection to endpoint {self.endpoint.name} ({self.url}) was lost during the "
+            f"call, which was not retried because it may have run: {exc}"
+        )
+
+    def unreachable(self, exc: OSError) -> None:
         """The platform did not answer: retry once (it is restarted), then give up.
 
         Only a call that was never sent is retried; one cut off while running may have run.
         """
         if not isinstance(exc, ConnectFailed):
-            raise ConnectionError(
-                f"Connection to endpoint {self.endpoint.name} ({url}) was lost during the "
-                f"call, which was not retried because it may have run: {exc}"
-            ) from None
+            raise self.failure(exc) from None
         if not self._reprovision():
             raise ConnectionError(
-                f"Failed to connect to endpoint {self.endpoint.name} ({url}): {exc}"
+                f"Failed to connect to endpoint {self.endpoint.name} ({self.url}): {exc}"
             ) from None
 
-    def answered(self, status: int, data: bytes) -> tuple[bool, Any]:
-        """(done, value); raises the remote error. Not done means: send again."""
+    def resend(self, status: int, data: bytes) -> None:
+        """A non-200 answer: returns when the call is to be sent again, raises otherwise."""
         if status == 409 and "function" not in self._body:
             self._body["function"] = self._function_payload
-            return False, None
+            return
         if status == 404 and self._reprovision():  # platform restarted without the endpoint
-            return False, None
-        if status != 200:
-            text = data[:500].decode(errors="replace")
-            raise RuntimeError(f"HTTP error from endpoint {self.endpoint.name}: {status} - {text}")
-        return True, _result(json.loads(data))
+            return
+        if status == 504:  # the gateway gave up first: its limit is the execution timeout too
+            raise self.timed_out()
+        text = data[:500].decode(errors="replace")
+        raise RuntimeError(f"HTTP error from endpoint {self.endpoint.name}: {status} - {text}")
+
+
+def _open(attempt: _Call) -> Response | None:
+    """Send the call; its 200 response (body unread), or None to send it again."""
+    platform, attempt.url = attempt.endpoint.target()
+    try:
+        response = open_response(
+            "POST", attempt.url + "/execute", attempt.payload(), platform.auth, attempt.timeout
+        )
+        if response.status == 200:
+            return response
+        status, data = response.status, response.read()
+    except OSError as exc:
+        attempt.unreachable(exc)
+        return None
+    attempt.resend(status, data)
+    return None
 
 
 def call(*spec: Any) -> Any:
     """Run the function on a worker and return its value (or raise its error); blocking."""
     attempt = _Call(*spec)
-    while True:
-        platform, url = attempt.endpoint.target()
-        try:
-            status, data = request(
-                "POST", url + "/execute", attempt.payload(), platform.auth, attempt.timeout
-            )
-        except TimeoutError:
-            raise attempt.timed_out() from None
-        except OSError as exc:
-            attempt.unreachable(url, exc)
-            continue
-        done, value = attempt.answered(status, data)
-        if done:
-            return value
+    while (response := _open(attempt)) is None:
+        pass
+    try:
+        data = response.read()
+    except OSError as exc:
+        raise attempt.failure(exc) from None
+    finally:
+        response.close()  # kept for the next call once the body was read whole
+    return _result(json.loads(data))
+
+
+def stream(*spec: Any) -> Iterator[Any]:
+    """A generator function's call: a generator that sends it when iteration starts and
+    yields the items as the worker produces them; it returns what the remote one returned.
+    Closing it early closes the connection, which closes the generator on the worker."""
+    return _stream(_Call(*spec))
+
+
+def _stream(attempt: _Call) -> Generator[Any, None, Any]:
+    while (response := _open(attempt)) is None:
+        pass
+    try:
+        return (yield from read_items(response, _Lines(attempt.endpoint.name), attempt.failure))
+    finally:
+        response.close()
 
 
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ConnectionPool] = (
@@ -237,33 +276,93 @@ _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ConnectionPool] = (
 )
 
 
-async def acall(*spec: Any) -> Any:
-    """`call` for `async def` functions: native asyncio, on whatever loop awaits it."""
-    attempt = _Call(*spec)
+def loop_pool() -> ConnectionPool:
+    """The running event loop's pool for SDK calls (an asyncio pool serves one loop)."""
     loop = asyncio.get_running_loop()
     pool = _pools.get(loop)
     if pool is None:
         pool = _pools[loop] = ConnectionPool()
-    while True:
-        target = attempt.endpoint.cached_target()
-        platform, url = target or await asyncio.to_thread(attempt.endpoint.target)
-        parts = urlsplit(url)
-        headers = [(b"authorization", f"Bearer {platform.token}".encode()),
-                   (b"content-type", b"application/json")]
-        try:
-            status, _, data = await pool.fetch(
-                parts.hostname or "127.0.0.1", parts.port or 80, "POST",
-                parts.path + "/execute", headers, attempt.payload(),
-                Timeouts(first_byte=attempt.timeout, idle=attempt.timeout),
+    return pool
+
+
+async def _aopen(attempt: _Call, pool: ConnectionPool) -> AsyncResponse | None:
+    """`_open` on the asyncio pool: each wait for the response (and for each later piece of
+    its body) is bounded by the execution timeout."""
+    target = attempt.endpoint.cached_target()
+    platform, attempt.url = target or await asyncio.to_thread(attempt.endpoint.target)
+    parts = urlsplit(attempt.url)
+    headers = [(b"authorization", f"Bearer {platform.token}".encode()),
+               (b"content-type", b"application/json")]
+    try:
+        response = await pool.request(
+            parts.hostname or "127.0.0.1", parts.port or 80, "POST", parts.path + "/execute",
+            headers, attempt.payload(), Timeouts(first_byte=attempt.timeout, idle=attempt.timeout),
+        )
+        if response.status == 200:
+            return response
+        status, data = response.status, await response.read()
+    except OSError as exc:
+        attempt.unreachable(exc)
+        return None
+    attempt.resend(status, data)
+    return None
+
+
+async def acall(*spec: Any) -> Any:
+    """`call` for `async def` functions: native asyncio, on whatever loop awaits it."""
+    attempt = _Call(*spec)
+    pool = loop_pool()
+    while (response := await _aopen(attempt, pool)) is None:
+        pass
+    try:
+        data = await response.read()
+    except OSError as exc:
+        raise attempt.failure(exc) from None
+    return _result(json.loads(data))
+
+
+def astream(*spec: Any) -> AsyncIterator[Any]:
+    """`stream` for `async def` generator functions, on the asyncio pool."""
+    return _astream(_Call(*spec))
+
+
+async def _astream(attempt: _Call) -> AsyncIterator[Any]:
+    pool = loop_pool()
+    while (response := await _aopen(attempt, pool)) is None:
+        pass
+    try:
+        items = aread_items(response, _Lines(attempt.endpoint.name), attempt.failure)
+        async with contextlib.aclosing(items):
+            async for item in items:
+                yield item
+    finally:
+        await response.aclose()
+
+
+class _Lines:
+    """Reads a streamed call's NDJSON (`executor.execute_stream`): items as they come, the
+    remote output replayed as it comes, and the last line's result or error at the end."""
+
+    def __init__(self, endpoint: str) -> None:
+        self._endpoint = endpoint
+        self._decoder = NDJSONDecoder()
+        self._final: dict[str, Any] | None = None
+
+    def feed(self, data: bytes) -> Iterator[Any]:
+        for line in self._decoder.feed(data):
+            if "success" in line:
+                self._final = line
+                continue
+            _replay_output(line.get("output") or [])
+            if "item" in line:
+                yield serialization.decode(line["item"])
+
+    def finish(self) -> Any:
+        if self._final is None:
+            raise ConnectionError(
+                f"The stream from endpoint {self._endpoint} ended without the call's result"
             )
-        except ResponseTimeout:
-            raise attempt.timed_out() from None
-        except OSError as exc:
-            attempt.unreachable(url, exc)
-            continue
-        done, value = attempt.answered(status, data)
-        if done:
-            return value
+        return _result(self._final)
 
 
 def _result(response: dict[str, Any]) -> Any:
