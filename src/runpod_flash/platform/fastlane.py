@@ -31,6 +31,17 @@ _FAST_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH"
 _FALL_BACK = frozenset({b"expect", b"transfer-encoding", b"upgrade"})
 
 
+_rendered: tuple[list[tuple[bytes, bytes]], bytes] = ([], b"")
+
+
+def _server_headers(defaults: list[tuple[bytes, bytes]]) -> bytes:
+    """uvicorn's Date and Server lines, rendered once per second (when uvicorn renews them)."""
+    global _rendered
+    if _rendered[0] is not defaults:
+        _rendered = (defaults, b"".join(b"%b: %b\r\n" % header for header in defaults))
+    return _rendered[1]
+
+
 def _small(parser: ResponseParser) -> bool:
     """A body with a declared length small enough to collect before answering."""
     length = content_length(parser.headers)
@@ -65,6 +76,11 @@ class Exchange:
     uvicorn queues pipelined requests behind it and shuts the connection down after it."""
 
     message_event = _NoEvent()
+    __slots__ = (
+        "_chunked", "_timer", "body", "connection", "disconnected", "endpoint", "headers",
+        "keep_alive", "lane", "method", "parser", "path", "response_complete", "started",
+        "target", "task", "watch", "worker",
+    )
 
     def __init__(
         self, lane: GatewayProtocol, endpoint: Endpoint, worker: Worker, connection: Any,
@@ -170,8 +186,8 @@ class Exchange:
     # writing the answer
     def _write_head(self, status: int, headers: Headers, body: bytes = b"") -> None:
         lane = self.lane
-        parts = [STATUS_LINE[status]]
-        for name, value in (*lane.server_state.default_headers, *headers):
+        parts = [STATUS_LINE[status], _server_headers(lane.server_state.default_headers)]
+        for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
         bodiless = self.method == "HEAD" or status in (204, 304)
         if not bodiless and not any(name == b"content-length" for name, _ in headers):

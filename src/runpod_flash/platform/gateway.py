@@ -45,6 +45,7 @@ IDLE_TIMEOUT_S = float(os.environ.get("FLASH_GATEWAY_IDLE_TIMEOUT", "60"))  # be
 # A request still waiting after this long starts watching for its client leaving; quicker
 # ones never pay for the watcher.
 WATCH_CLIENT_AFTER_S = 0.05
+ROUTE_LABELS_KEPT = 4096  # (version, method, path) -> the route template it matched
 CLIENT_GONE = 499  # recorded (never sent): the client closed the connection first
 VIA = (b"via", b"1.1 openflash")
 _PLATFORM_WRITES = frozenset({b"date", b"server"})  # the platform's server adds its own
@@ -116,6 +117,7 @@ class Gateway:
         self._platform_auth = f"Bearer {token}".encode()
         self._api_key_auth = f"Bearer {api_key}".encode() if api_key else None
         self.upstream = ConnectionPool()
+        self._route_labels: dict[tuple[str, str, str], str] = {}
 
     def close(self) -> None:
         self.upstream.close()
@@ -190,10 +192,14 @@ class Gateway:
         endpoint.stats["requests"] += 1
         if status >= 500:
             endpoint.stats["errors"] += 1
-        self.metrics.observe_request(
-            endpoint.name, route_label(endpoint.spec.get("routes") or {}, method, path),
-            status, time.perf_counter() - started,
-        )
+        key = (endpoint.version, method, path)
+        label = self._route_labels.get(key)
+        if label is None:
+            if len(self._route_labels) >= ROUTE_LABELS_KEPT:
+                self._route_labels.clear()  # paths with ids in them: bounded, not grown
+            label = self._route_labels[key] = route_label(
+                endpoint.spec.get("routes") or {}, method, path)
+        self.metrics.observe_request(endpoint.name, label, status, time.perf_counter() - started)
 
     @staticmethod
     def _authorized(headers: Headers, *accepted: bytes) -> bool:

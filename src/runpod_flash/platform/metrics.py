@@ -1,18 +1,21 @@
 """Prometheus metrics of the platform, served at `/metrics`.
 
-Counters and histograms are updated on the request path (a few microseconds); gauges that
-describe state (workers by state, queue depth) are read from the supervisor at scrape time.
+Request counts and latencies are plain numbers updated on the request path (well under a
+microsecond) and turned into families at scrape time; gauges that describe state (workers by
+state, queue depth) are read from the supervisor at scrape time.
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _PARAM = re.compile(r"\\\{[^}]*\\\}")
@@ -36,36 +39,60 @@ def route_label(routes: dict[str, Any], method: str, path: str) -> str:
 class Metrics:
     def __init__(self, supervisor: Any, queue_depth: Any) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "flash_requests_total", "Requests through the gateway.",
-            ["endpoint", "route", "status"], registry=self.registry,
-        )
-        self.latency = Histogram(
-            "flash_request_duration_seconds", "Gateway request latency, worker included.",
-            ["endpoint", "route"], buckets=BUCKETS, registry=self.registry,
-        )
         self.jobs = Counter(
             "flash_jobs_total", "Queue jobs finished, by final state.",
             ["endpoint", "status"], registry=self.registry,
         )
+        self._requests = _RequestStats()
+        self.registry.register(self._requests)
         self.registry.register(_StateCollector(supervisor, queue_depth))
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe_request(self, endpoint: str, route: str, status: int, seconds: float) -> None:
-        # labels() costs more than the proxy hop's own bookkeeping: children are looked up
-        # once per (endpoint, route, status) and kept (prometheus keeps them anyway).
-        key = (endpoint, route, status)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = (
-                self.requests.labels(endpoint, route, str(status)),
-                self.latency.labels(endpoint, route),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+        self._requests.observe(endpoint, route, status, seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _RequestStats:
+    """Gateway request counts and latencies, kept as plain numbers on the request path
+    (prometheus_client's labelled metrics take a lock per update, which cost more than the
+    proxy hop's own bookkeeping) and turned into metric families when Prometheus scrapes.
+
+    One entry per (endpoint, route template, status): bounded by the routes deployed.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str, int], list[int]] = {}
+        # (endpoint, route) -> [per-bucket counts..., +Inf count, sum of seconds]
+        self._latency: dict[tuple[str, str], list[float]] = {}
+
+    def observe(self, endpoint: str, route: str, status: int, seconds: float) -> None:
+        counter = self._counts.get((endpoint, route, status))
+        if counter is None:
+            counter = self._counts[(endpoint, route, status)] = [0]
+        counter[0] += 1
+        latency = self._latency.get((endpoint, route))
+        if latency is None:
+            latency = self._latency[(endpoint, route)] = [0.0] * (len(BUCKETS) + 2)
+        latency[bisect_left(BUCKETS, seconds)] += 1
+        latency[-1] += seconds
+
+    def collect(self) -> Iterator[Any]:
+        requests = CounterMetricFamily("flash_requests", "Requests through the gateway.",
+                                       labels=["endpoint", "route", "status"])
+        for (endpoint, route, status), (count,) in list(self._counts.items()):
+            requests.add_metric([endpoint, route, str(status)], count)
+        latency = HistogramMetricFamily(
+            "flash_request_duration_seconds", "Gateway request latency, worker included.",
+            labels=["endpoint", "route"])
+        for (endpoint, route), values in list(self._latency.items()):
+            cumulative, buckets = 0.0, []
+            for bound, count in zip((*BUCKETS, float("inf")), values[:-1], strict=True):
+                cumulative += count
+                buckets.append((floatToGoString(bound), cumulative))
+            latency.add_metric([endpoint, route], buckets, values[-1])
+        yield from (requests, latency)
 
 
 class _StateCollector:
