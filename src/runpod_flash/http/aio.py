@@ -31,7 +31,6 @@ from runpod_flash.http.parse import IDEMPOTENT, LAST_CHUNK, ResponseParser, chun
 HIGH_WATER = 512 * 1024  # response bytes buffered before reading from the server pauses
 LOW_WATER = 128 * 1024
 KEEPALIVE_EXPIRY_S = 300.0  # well under the servers' keep-alive, so they never close first
-PROBE_AFTER_IDLE_S = 0.005  # connections idle longer are polled for a close before reuse
 MAX_IDLE_PER_HOST = 256
 
 
@@ -216,11 +215,8 @@ class _Connection(asyncio.Protocol):
         """Checked before reuse: closed, expired or readable-while-idle connections are not."""
         if self.closed or self.transport is None or self.transport.is_closing():
             return False
-        idle = now - self.idle_since
-        if idle > KEEPALIVE_EXPIRY_S:
+        if now - self.idle_since > KEEPALIVE_EXPIRY_S:
             return False
-        if idle < PROBE_AFTER_IDLE_S:
-            return True  # just used: servers close idle connections after seconds, not ms
         # The event loop may not have seen a close that arrived while idle: an idle
         # connection the server has written to (a FIN included) is not safe to use.
         if self._poll is None:
