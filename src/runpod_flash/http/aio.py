@@ -72,6 +72,7 @@ class _Connection(asyncio.Protocol):
         "listener",
         "parser",
         "request_sent",
+        "spare",
         "transport",
     )
 
@@ -82,7 +83,8 @@ class _Connection(asyncio.Protocol):
         # Called on every bit of progress instead of waking a waiter: lets a caller drive
         # an exchange from callbacks alone (the gateway's fast lane).
         self.listener: Callable[[], None] | None = None
-        self.parser: ResponseParser | None = None
+        self.parser: ResponseParser | None = None  # the exchange's; None while idle
+        self.spare: ResponseParser | None = None  # the last one, reused by the next exchange
         self.error: HttpError | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -196,6 +198,14 @@ class _Connection(asyncio.Protocol):
         if self._reading_paused and parser.buffered < LOW_WATER and self.transport:
             self._reading_paused = False
             self.transport.resume_reading()
+
+    def next_parser(self, head_request: bool) -> ResponseParser:
+        """The parser of a new exchange (the last one's, when it can carry on)."""
+        spare = self.spare
+        self.parser = spare.reuse(head_request) if spare is not None else \
+            ResponseParser(head_request)
+        self.request_sent = False
+        return self.parser
 
     def resume(self) -> None:
         """Read again if a whole, large body made us pause before it was taken."""
@@ -351,9 +361,7 @@ class ConnectionPool:
             reused = connection is not None
             if connection is None:
                 connection = await self._connect(key, timeouts.connect)
-            parser = ResponseParser(head_request=method == "HEAD")
-            connection.parser = parser
-            connection.request_sent = False
+            parser = connection.next_parser(method == "HEAD")
             try:
                 await _send(connection, parser, method, target, headers, body)
                 while not parser.head_complete:
@@ -399,7 +407,7 @@ class ConnectionPool:
         if not connection.reusable():
             connection.abort()
             return
-        connection.parser = None
+        connection.spare, connection.parser = connection.parser, None
         connection.idle_since = time.monotonic()
         connection.resume()
         idle = self._idle.setdefault(connection.key, [])

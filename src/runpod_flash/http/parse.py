@@ -27,7 +27,6 @@ class ResponseParser:
         "_headers",
         "_interim",
         "_parser",
-        "_until_close",
         "buffered",
         "chunks",
         "complete",
@@ -40,9 +39,19 @@ class ResponseParser:
 
     def __init__(self, head_request: bool = False) -> None:
         self._parser = httptools.HttpResponseParser(self)
+        self._begin(head_request)
+
+    def reuse(self, head_request: bool = False) -> ResponseParser:
+        """This parser, ready for the next response on the same connection (llhttp carries
+        on after a complete message); a fresh one after a HEAD (llhttp would await a body)."""
+        if self._head_request or not self.complete:
+            return ResponseParser(head_request)
+        self._begin(head_request)
+        return self
+
+    def _begin(self, head_request: bool) -> None:
         self._head_request = head_request
         self._interim = False
-        self._until_close = False
         self._headers: Headers = []
         self.status = 0
         self.headers: Headers = []
@@ -71,7 +80,7 @@ class ResponseParser:
         """The server closed the connection: ends a body delimited by close, else raises."""
         if self.complete:
             return
-        if self.head_complete and self._until_close:
+        if self.head_complete and self._until_close():
             self.complete = True
             self.keep_alive = False
             return
@@ -110,15 +119,16 @@ class ResponseParser:
         self._headers = []  # trailers, if any, land here and are dropped (RFC 9110 §6.5)
         self.head_complete = True
         self.keep_alive = self._parser.should_keep_alive()
-        names = {name for name, _ in self.headers}
-        self._until_close = (
-            b"content-length" not in names and b"transfer-encoding" not in names
-            and status not in (204, 304) and not self._head_request
-        )
         if self._head_request:
             self.complete = True  # a HEAD answer has headers only, whatever they declare
             # llhttp would read a length-less answer to the close; HEAD's ends here.
             self.keep_alive = self._persistent()
+
+    def _until_close(self) -> bool:
+        """A body with neither length nor chunking: it ends when the server closes."""
+        names = {name for name, _ in self.headers}
+        return (b"content-length" not in names and b"transfer-encoding" not in names
+                and self.status not in (204, 304) and not self._head_request)
 
     def _persistent(self) -> bool:
         tokens = {token.strip().lower() for name, value in self.headers
