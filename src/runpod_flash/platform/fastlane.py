@@ -208,11 +208,12 @@ class Exchange:
     def _write_whole(self, parser: ResponseParser) -> None:
         """The common case: the whole answer came with its head; one write, no task."""
         body = parser.take()
+        status = parser.status
+        self._write_head(status, gw.relayed_headers(status, self.method, parser.headers,
+                                                    len(body)), body)
+        # The client has its answer; the bookkeeping comes after.
         self.connection.listener = None
         self.lane.gateway.upstream.checkin(self.connection)
-        status = parser.status
-        headers = gw.relayed_headers(status, self.method, parser.headers, len(body))
-        self._write_head(status, headers, body)
         self._finish(status)
 
     # writing the answer
