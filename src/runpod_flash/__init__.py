@@ -67,6 +67,11 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     if name not in __all__:
         raise AttributeError(f"module 'runpod_flash' has no attribute '{name}'")
+    # A script's `.env` is loaded when it first uses the API (`from runpod_flash import
+    # remote`), so its resource configs can read os.environ; see runpod_flash.envfile.
+    from runpod_flash.envfile import autoload
+
+    autoload()
     module = _SPECIAL_HOMES.get(name, "runpod_flash.resources")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runpod_flash import config
+from runpod_flash.envfile import child_environ
 from runpod_flash.http.blocking import request
 
 START_TIMEOUT_S = 20.0
@@ -136,7 +137,7 @@ def _start_embedded() -> Platform:
         process = subprocess.Popen(
             [sys.executable, "-m", "runpod_flash.platform"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True, close_fds=True,
+            start_new_session=True, close_fds=True, env=child_environ(),  # no .env values
         )
     # Reap it whenever it exits, so `flash platform stop` from this process sees it gone.
     threading.Thread(target=process.wait, name="flash-platform-reaper", daemon=True).start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import difflib
 import functools
 import inspect
@@ -249,7 +250,10 @@ class RemoteFunction:
                                     self.func.__module__, self.resource.execution_timeout_s,
                                     args, kwargs)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(_call_pool, self._call_blocking, args, kwargs)
+        # The caller's contextvars go along, as with asyncio.to_thread (`flash run` tags the
+        # replayed worker output with them).
+        call = functools.partial(contextvars.copy_context().run, self._call_blocking, args, kwargs)
+        return await loop.run_in_executor(_call_pool, call)
 
 
 def _refuse_live_queue_generator(resource: ServerlessResource, func: Callable[..., Any]) -> None:

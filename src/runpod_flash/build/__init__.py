@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runpod_flash.envfile import EnvFileError, load_project_env
+
 from .artifact import MANIFEST_NAME, write_artifact
 from .errors import BuildError
 from .guarded_import import LiveFunction, import_project
@@ -47,7 +49,7 @@ class BuildResult:
     size_bytes: int
 
 
-def _static_routes(scans: dict[str, ModuleScan], functions: list[FunctionDecl]) -> list[Route]:
+def static_routes(scans: dict[str, ModuleScan], functions: list[FunctionDecl]) -> list[Route]:
     """Routes as the source spells them, for functions whose config the source reveals."""
     resolver = ConfigResolver(scans)
     routes = []
@@ -72,6 +74,16 @@ def _live_functions(
     return {fn: value for fn, value in live.items() if value is not None}
 
 
+def _load_env(project_dir: Path, progress: Callable[[str], None]) -> None:
+    """Load the project's `.env` first, so resource configs read its values on import."""
+    try:
+        loaded = load_project_env(project_dir)
+    except EnvFileError as exc:
+        raise BuildError(str(exc)) from None
+    if loaded:  # names only: the values may be secrets
+        progress(f"Loaded {', '.join(loaded)} from .env")
+
+
 def build_project(
     project_dir: Path, progress: Callable[[str], None] = lambda _: None
 ) -> BuildResult:
@@ -79,6 +91,7 @@ def build_project(
     project_dir = Path(project_dir).resolve()
     if not project_dir.is_dir():
         raise BuildError(f"{project_dir} is not a directory")
+    _load_env(project_dir, progress)
     files = collect_files(project_dir)
     py_files = [f for f in files if f.endswith(".py")]
     if not py_files:
@@ -99,7 +112,7 @@ def build_project(
     groups: dict[str, ResourceGroup] = {}
     if functions:
         check_unique_names(functions)
-        static = _static_routes(scans, functions)
+        static = static_routes(scans, functions)
         check_routes(static)
         for warning in routing_warnings(static):
             progress(f"warning: {warning}")

@@ -21,7 +21,7 @@ def _emit(out: TextIO, record: dict[str, Any]) -> None:
     out.flush()
 
 
-def _failure(module: str, exc: BaseException) -> dict[str, Any]:
+def import_failure(module: str, exc: BaseException) -> dict[str, Any]:
     frames = [[f.filename, f.lineno] for f in traceback.extract_tb(exc.__traceback__)]
     if isinstance(exc, SyntaxError) and exc.filename:
         frames.append([exc.filename, exc.lineno or 1])
@@ -64,7 +64,7 @@ def main() -> None:
             try:
                 importlib.import_module(module)
             except BaseException as exc:  # SystemExit at import time is a failure too
-                _emit(out, {"failed": _failure(module, exc)})
+                _emit(out, {"failed": import_failure(module, exc)})
                 break
         else:
             functions = [_describe(module, name) for module, name in request["functions"]]

@@ -57,7 +57,7 @@ def _project_frame(frames: list[list[Any]], project_dir: Path, files: set[str]) 
     return None
 
 
-def _import_error(failure: dict[str, Any], project_dir: Path, files: set[str]) -> BuildError:
+def import_error(failure: dict[str, Any], project_dir: Path, files: set[str]) -> BuildError:
     where = _project_frame(failure["frames"], project_dir, files)
     missing = failure["missing_module"]
     if missing:
@@ -142,6 +142,6 @@ def import_project(
     records = _run_child(project_dir, request, timeout)
     failed = next((r["failed"] for r in records if "failed" in r), None)
     if failed is not None:
-        raise _import_error(failed, project_dir, files)
+        raise import_error(failed, project_dir, files)
     described = next(r["functions"] for r in records if "functions" in r)
     return {fn: _live(record) for fn, record in zip(functions, described, strict=True)}

@@ -10,6 +10,9 @@ import pathspec
 from .errors import BuildError
 
 IGNORE_FILES = (".flashignore", ".gitignore")
+# Secrets stay out of the artifact by default. These come first, so a `!.env` line in
+# .flashignore (later rules win) ships the file on purpose.
+DEFAULT_PATTERNS = (".env", ".env.*", "!.env.example")
 BUILT_IN_PATTERNS = (
     ".build/", ".flash/", ".runpod/", ".venv/", "venv/", "*.tar.gz", ".git/",
     "__pycache__/", "*.pyc", "*.pyo", "*.pyd",
@@ -17,7 +20,7 @@ BUILT_IN_PATTERNS = (
 
 
 def _patterns(project_dir: Path) -> list[str]:
-    lines: list[str] = []
+    lines: list[str] = list(DEFAULT_PATTERNS)
     for name in IGNORE_FILES:
         path = project_dir / name
         if path.is_file():

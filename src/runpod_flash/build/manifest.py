@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,6 +16,7 @@ from .scanner import FunctionDecl
 
 MANIFEST_VERSION = "1.0"
 REQUIREMENTS_FILE = "requirements.txt"
+FRAMEWORK_NAMES = {"openflash", "runpod-flash", "tetra-rp"}
 
 
 @dataclass
@@ -48,13 +50,26 @@ def group_by_resource(
     return groups
 
 
+def _is_framework(requirement: str) -> bool:
+    """Whether a requirement names Flash itself, under this or the original's name."""
+    name = re.split(r"[^A-Za-z0-9._-]", requirement, maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower() in FRAMEWORK_NAMES
+
+
 def read_requirements(project_dir: Path) -> list[str]:
-    """The non-comment lines of requirements.txt, if the project has one."""
+    """The non-comment lines of requirements.txt, if the project has one, less Flash itself.
+
+    Workers already run with the interpreter that has openflash; installing `runpod-flash`
+    (as original projects list it) or `openflash` from an index into their environments would
+    fail offline or shadow it, as the original strips it from the packaged requirements.
+    """
     path = project_dir / REQUIREMENTS_FILE
     if not path.is_file():
         return []
     lines = (line.split(" #")[0].strip() for line in path.read_text("utf-8").splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
+    return [
+        line for line in lines if line and not line.startswith("#") and not _is_framework(line)
+    ]
 
 
 def _function_entry(fn: FunctionDecl, live: LiveFunction) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from runpod_flash import control as client
 from runpod_flash.cli.output import console, fail
+from runpod_flash.envfile import mask_env
 
 
 def connect() -> client.Platform:
@@ -34,13 +35,16 @@ def status(
     """Endpoints, their type, URL, routes, workers and last deploy."""
     platform = connect()
     info = call(platform, "GET", "/api/v1/status")
-    endpoints = [{**e, "url": platform.url + e["path"]} for e in info["endpoints"]]
+    # The platform sends env names with `***` values; masking again here keeps a secret off
+    # the terminal even from a platform that would send values.
+    endpoints = [{**e, "url": platform.url + e["path"], "env": mask_env(e.get("env"))}
+                 for e in info["endpoints"]]
     if as_json:
         typer.echo(json.dumps({"platform": platform.url, "endpoints": endpoints}, indent=2))
         return
     table = Table()
     table.add_column("endpoint", no_wrap=True)
-    for title in ("type", "status", "workers", "traffic", "URL", "routes", "deployed"):
+    for title in ("type", "status", "workers", "traffic", "URL", "routes", "env", "deployed"):
         table.add_column(title, overflow="fold")
     for endpoint in endpoints:
         states = [w["state"] for w in endpoint["workers"]]
@@ -53,6 +57,7 @@ def status(
             endpoint["name"], f"{endpoint['kind']} {endpoint['type']}", status_text,
             f"{states.count('ready')} ready / {states.count('starting')} starting",
             _traffic(endpoint["stats"]), endpoint["url"], "\n".join(endpoint["routes"]),
+            "\n".join(f"{name}={value}" for name, value in endpoint["env"].items()),
             datetime.fromtimestamp(endpoint["deployed_at"]).strftime("%Y-%m-%d %H:%M:%S"),
         )
     console.print(f"platform {platform.url}")

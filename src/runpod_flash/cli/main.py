@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 
 from runpod_flash import __version__
-from runpod_flash.cli import endpoint_commands, platform_commands, project_commands
+from runpod_flash.cli import dev_commands, endpoint_commands, platform_commands, project_commands
+from runpod_flash.cli.init_command import init
 
 app = typer.Typer(
     help="openflash: serve @remote functions as serverless endpoints on your own machine.",
@@ -13,6 +14,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(platform_commands.app, name="platform")
+app.command()(init)
+app.command()(dev_commands.run)
 app.command()(project_commands.build)
 app.command()(project_commands.deploy)
 app.command()(endpoint_commands.status)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from runpod_flash.control import slug
+from runpod_flash.envfile import mask_env
 from runpod_flash.platform.providers.local import LocalProcess
 
 LB_PREFIX = "/ep"
@@ -110,6 +111,7 @@ class Endpoint:
             "path": f"{QUEUE_PREFIX if self.spec.get('type') == 'QB' else LB_PREFIX}/{self.id}",
             "version": self.version,
             "routes": sorted(self.spec.get("routes", {})),
+            "env": mask_env(self.spec.get("env")),  # names only: values never leave the platform
             "workersMin": self.spec.get("workersMin", 0),
             "workersMax": self.spec.get("workersMax", 1),
             "deployed_at": self.deployed_at,

@@ -50,7 +50,7 @@ def _resolve(func: Callable[..., Any], name: str, hint: Any) -> Any:
         return Any
 
 
-def _parameters(func: Callable[..., Any]) -> list[inspect.Parameter]:
+def parameters(func: Callable[..., Any]) -> list[inspect.Parameter]:
     """The function's named parameters with resolved annotations (*args/**kwargs skipped)."""
     named = []
     for param in inspect.signature(func).parameters.values():
@@ -69,7 +69,7 @@ def _parameters(func: Callable[..., Any]) -> list[inspect.Parameter]:
     return named
 
 
-def _body_model(func: Callable[..., Any], params: list[inspect.Parameter]) -> type[BaseModel]:
+def body_model(func: Callable[..., Any], params: list[inspect.Parameter]) -> type[BaseModel]:
     """The JSON object a body method takes; unknown keys are rejected, as a Python call would."""
     fields: dict[str, Any] = {
         param.name: (param.annotation, ... if param.default is param.empty else param.default)
@@ -154,7 +154,7 @@ def build_endpoint(
     func: Callable[..., Any], method: str, path: str
 ) -> Callable[..., Awaitable[Response]]:
     """An endpoint whose signature tells FastAPI where each parameter of `func` comes from."""
-    signature_params = _parameters(func)
+    signature_params = parameters(func)
     path_names = set(_PATH_PARAM.findall(path))
     # A parameter annotated `Request` gets the request itself, as in FastAPI (headers,
     # `await request.is_disconnected()`, a streamed body).
@@ -164,11 +164,11 @@ def build_endpoint(
     body_params = [param for param in signature_params if param.name not in passed_through]
     if method != "GET" and body_params:
         path_params = [param for param in signature_params if param.name in passed_through]
-        body_model = _body_model(func, body_params)
+        model = body_model(func, body_params)
         optional = all(param.default is not param.empty for param in body_params)
         signature_params = [*path_params, inspect.Parameter(
             _BODY, inspect.Parameter.KEYWORD_ONLY,
-            annotation=body_model | None if optional else body_model,
+            annotation=model | None if optional else model,
             default=None if optional else inspect.Parameter.empty,
         )]
 

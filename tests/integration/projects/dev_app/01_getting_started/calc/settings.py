@@ -1,0 +1,3 @@
+"""A sibling module, imported as `settings` the way a script in this folder would."""
+
+START = 0
