@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -156,6 +157,26 @@ def test_queue_function_alone_in_its_file(server: DevServer) -> None:
     assert (status, body["output"]) == (200, {"message": "Hello, Bob!"})
     server.wait_for_output(r"\[dev-app-hello\] greeting Ann")  # worker output, tagged
     server.wait_for_output(r"POST /hello/runsync -> 200 in [\d.]+ ms")  # the request log
+
+
+def test_worker_output_streams_while_the_call_runs(server: DevServer, tmp_path: Path) -> None:
+    marker = tmp_path / "marker-streams"
+    answer: dict[str, Any] = {}
+    caller = threading.Thread(target=lambda: answer.update(result=server.call(
+        "POST", "/waits/runsync", {"input": {"marker": str(marker)}})))
+    caller.start()
+    try:
+        line = r"\[dev-app-waits\] waiting for the marker marker-streams\n"
+        server.wait_for_output(line, timeout=60)  # the call is still waiting for the marker
+        assert "result" not in answer
+    finally:
+        marker.touch()
+        caller.join(70)
+    status, body = answer["result"]
+    assert (status, body["status"], body["output"]) == (200, "COMPLETED", True)
+    server.wait_for_output(r"POST /waits/runsync -> 200")
+    time.sleep(0.5)  # more than the log polls' interval: a second copy would show by now
+    assert len(re.findall(line, server.output)) == 1, server.output
 
 
 def test_several_queue_functions_in_a_numbered_folder(server: DevServer) -> None:

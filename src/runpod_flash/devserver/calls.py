@@ -172,7 +172,8 @@ class QueueArguments:
 
 class EndpointTracker:
     """Reports, once each, the live endpoints this process's calls provisioned, so the
-    session can stop them when it ends (and leave other callers' endpoints alone)."""
+    session can follow their logs while calls run and stop them when it ends (and leave
+    other callers' endpoints alone)."""
 
     def __init__(self, report: Callable[[str, str], None]) -> None:
         self._report = report
@@ -188,13 +189,23 @@ class EndpointTracker:
             return
         endpoint = live.endpoint_for(resource, target.dependencies,
                                      target.system_dependencies, ("<flash run>", 0))
+        if self._found(endpoint):
+            self._done.add(id(target))  # targets live as long as this process's app
+
+    def scan(self) -> None:
+        """Report the endpoints provisioned so far, including those of calls still running
+        (their output is followed from the start)."""
+        for endpoint in list(live._endpoints.values()):
+            self._found(endpoint)
+
+    def _found(self, endpoint: live.LiveEndpoint) -> bool:
         cached = endpoint.cached_target()
-        if cached is None:  # the call failed before the endpoint existed
-            return
+        if cached is None:  # not provisioned (yet), or the call failed before it existed
+            return False
         endpoint_id = cached[1].rstrip("/").rsplit("/", 1)[-1]
         with self._lock:
-            self._done.add(id(target))  # targets live as long as this process's app
             if endpoint_id in self._seen:
-                return
+                return True
             self._seen.add(endpoint_id)
         self._report(endpoint_id, endpoint.name)
+        return True

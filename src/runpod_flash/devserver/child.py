@@ -7,7 +7,9 @@ app, and serves it on the listening socket it inherited from the session once to
 reports on the status pipe, one JSON object a line: `{"prepared": {routes, warnings}}` or
 `{"failed": message}` (this version cannot be served), `{"ready": true}` once it accepts
 requests, `{"closed": true}` once it stopped accepting (handing over to the next version),
-`{"endpoint": {id, name}}` for each live endpoint its calls provisioned. It exits when its
+`{"endpoint": {id, name}}` for each live endpoint its calls provisioned (within 0.1 s, so
+the session follows its log while the first call runs; the SDK's end-of-call replay of the
+worker's output is off here). It exits when its
 stdin closes (the session is gone).
 """
 
@@ -33,8 +35,10 @@ from runpod_flash.devserver.app import serving_app
 from runpod_flash.devserver.calls import EndpointTracker
 from runpod_flash.devserver.loader import import_project
 from runpod_flash.devserver.routes import DevRoute, plan_routes
+from runpod_flash.stubs import live
 
 GRACEFUL_SHUTDOWN_S = 5
+ENDPOINT_SCAN_S = 0.1
 # What a project's import and first call load, imported while this process is a spare.
 PRELOAD = ("runpod_flash.resources", "runpod_flash.decorator", "runpod_flash.stubs.live",
            "runpod_flash.stubs.queue", "runpod_flash.serialization")
@@ -97,6 +101,16 @@ def warm_up(routes: list[DevRoute], tracker: EndpointTracker, log: TextIO) -> No
         list(pool.map(one, unique.values()))
     log.write(f"Provisioned in {time.monotonic() - started:.1f}s\n")
     log.flush()
+
+
+def scan_endpoints(tracker: EndpointTracker) -> None:
+    """Report new live endpoints as they are provisioned (a daemon thread, for life)."""
+    while True:
+        time.sleep(ENDPOINT_SCAN_S)
+        try:
+            tracker.scan()
+        except Exception:  # a report on a closed pipe: the session is gone
+            return
 
 
 class _Server(uvicorn.Server):
@@ -163,10 +177,13 @@ def main() -> int:
         return 0
     request = json.loads(line)
     log = output.install()
+    live.REPLAY_OUTPUT = False  # the session prints the workers' log lines as they come
     loaded = _load(status, log)
     if loaded is None:
         return 1
     app, routes, tracker = loaded
+    threading.Thread(target=scan_endpoints, args=(tracker,), daemon=True,
+                     name="flash-run-endpoints").start()
     if request.get("auto_provision"):
         warm_up(routes, tracker, log)
     if not json.loads(sys.stdin.readline() or "{}").get("serve"):

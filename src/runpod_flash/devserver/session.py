@@ -37,6 +37,7 @@ from rich.table import Table
 from runpod_flash import control
 from runpod_flash.build import BuildError
 from runpod_flash.build.ignore import collect_files
+from runpod_flash.devserver.logs import LogFollower
 from runpod_flash.devserver.processes import STOP_GRACE_S, Child, listen
 from runpod_flash.devserver.scan import scan
 
@@ -78,6 +79,7 @@ class Session:
         self.started: dict[str, str] = {}  # live endpoint id -> name, provisioned by us
         self.preexisting: set[str] = set()
         self.platform: control.Platform | None = None
+        self.follower: LogFollower | None = None  # the worker output of those endpoints
         self.known_files: set[str] = set()
 
     # -- output -------------------------------------------------------------------------
@@ -165,7 +167,10 @@ class Session:
         reached the new code, and none is refused meanwhile (they wait in the backlog).
         """
         if "endpoint" in message:
-            self.started.setdefault(message["endpoint"]["id"], message["endpoint"]["name"])
+            endpoint_id, name = message["endpoint"]["id"], message["endpoint"]["name"]
+            self.started.setdefault(endpoint_id, name)
+            if self.follower is not None:
+                self.follower.add(endpoint_id, name)
         elif child is self.loading:
             return self._on_loading(child, message)
         elif "closed" in message and child is self.current and self.loading is not None:
@@ -251,6 +256,12 @@ class Session:
         self.platform = control.ensure_platform()
         status = self.platform.call("GET", "/api/v1/status")
         self.preexisting = {e["id"] for e in status["endpoints"] if e["kind"] == "live"}
+        self.follower = LogFollower(self.platform, self._worker_output, self.preexisting)
+        self.follower.start()
+
+    def _worker_output(self, text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
 
     def run(self) -> int:
         try:
@@ -315,6 +326,8 @@ class Session:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: now
         self.stopping.set()
         self._stop_children()
+        if self.follower is not None:  # after the servers: their calls' last lines too
+            self.follower.stop()
         ours = {eid: name for eid, name in self.started.items() if eid not in self.preexisting}
         if ours and self.platform is not None:
             stopped = []

@@ -35,6 +35,9 @@ DEFAULT_TIMEOUT_S = 30.0
 PROVISION_TIMEOUT_S = 900.0
 # Identifies this caller process: module state on a worker is kept per caller session.
 SESSION = uuid.uuid4().hex
+# Whether a call's remote output (prints, log lines) is written here when it arrives with the
+# response. `flash run` turns it off: it follows the workers' logs as they are written.
+REPLAY_OUTPUT = True
 
 
 class ProvisioningError(RuntimeError):
@@ -137,7 +140,10 @@ def endpoint_for(
 
 
 def _replay_output(chunks: list[list[str]]) -> None:
-    """Show the remote function's prints and log lines here, as if it ran locally."""
+    """Show the remote function's prints and log lines here, as if it ran locally (unless
+    REPLAY_OUTPUT is off; queue calls use this too)."""
+    if not REPLAY_OUTPUT:
+        return
     for stream_name, text in chunks:
         stream = sys.stderr if stream_name == "stderr" else sys.stdout
         stream.write(text)

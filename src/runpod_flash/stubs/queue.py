@@ -1,7 +1,8 @@
 """Queue-based calls: each call is a job on the endpoint's durable queue (`/v2/{id}/runsync`).
 
 Live resources ship the function like live load-balanced calls do (same errors, output and
-timeouts); deployed ones send plain JSON keyword arguments naming the function to run.
+timeouts; the output is replayed unless `live.REPLAY_OUTPUT` is off); deployed ones send
+plain JSON keyword arguments naming the function to run.
 """
 
 from __future__ import annotations
