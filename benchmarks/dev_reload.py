@@ -31,6 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from timing import percentiles, timed
+
 PROJECT = {
     "bench.py": textwrap.dedent('''
         from runpod_flash import CpuLiveLoadBalancer, remote
@@ -62,20 +64,6 @@ PROJECT = {
 }
 TARGETS = {"reload_max_s": 1.0, "lb_overhead_ms": 2.0, "qb_overhead_ms": 3.0}
 EDIT_PAUSE_S = 2.0  # a developer's pace: the spare server of the last reload is ready
-
-
-def percentiles(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[max(0, int(len(ordered) * 0.99) - 1)]
-
-
-def timed(call: Callable[[], object], count: int) -> list[float]:
-    samples = []
-    for _ in range(count):
-        started = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples
 
 
 class DevServer:

@@ -13,13 +13,14 @@ import argparse
 import asyncio
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
 from collections.abc import Callable
+
+from timing import percentiles, timed
 
 BARE_APP = textwrap.dedent("""
     import json, socket, sys, uvicorn
@@ -58,20 +59,6 @@ FIRST_CALL = textwrap.dedent("""
 """)
 
 TARGETS = {"warm_p50_ms": 2.0, "warm_ratio": 5.0, "no_worker_s": 1.0, "no_platform_s": 2.0}
-
-
-def percentiles(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[int(len(ordered) * 0.99) - 1]
-
-
-def timed(call: Callable[[], object], count: int) -> list[float]:
-    samples = []
-    for _ in range(count):
-        started = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples
 
 
 def free_port() -> int:
