@@ -19,6 +19,8 @@ ENV_PLATFORM_TOKEN = "FLASH_PLATFORM_TOKEN"
 ENV_PLATFORM_PORT = "FLASH_PLATFORM_PORT"
 ENV_WORKER_ID = "FLASH_WORKER_ID"
 ENV_ENDPOINT_ID = "FLASH_ENDPOINT_ID"
+# JSON {resource name: gateway path} of the endpoints deployed with a worker (stubs.peers)
+ENV_PEER_ENDPOINTS = "FLASH_PEER_ENDPOINTS"
 
 
 def flash_home() -> Path:

@@ -122,6 +122,27 @@ def remote_config(
     }
 
 
+def calls_live(resource: ServerlessResource) -> bool:
+    """Live resources ship code to live endpoints, except from inside a deployed worker,
+    where the deployment's own endpoint of that resource is called (`stubs.peers`)."""
+    if not resource.is_live:
+        return False
+    from runpod_flash.stubs.peers import peer_url
+
+    return peer_url(resource.name) is None
+
+
+def unwrap_remote(obj: Any) -> Any:
+    """The user's own function or class behind what `@remote` returned."""
+    from runpod_flash.remote_class import RemoteClass
+
+    if isinstance(obj, RemoteFunction):
+        return obj.func
+    if isinstance(obj, RemoteClass):
+        return obj.cls
+    return obj
+
+
 def _runs_in_place(resource: ServerlessResource) -> bool:
     """Inside a worker of this very resource, the function is simply called."""
     return os.environ.get("FLASH_RESOURCE_NAME") == resource.name and bool(
@@ -206,7 +227,7 @@ class RemoteFunction:
     def _call_blocking(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         from runpod_flash.stubs import http_route, live, queue
 
-        if self.resource.is_live:
+        if calls_live(self.resource):
             call = live.call if self.resource.is_load_balanced else queue.call_live
             return call(self._endpoint(), self.shipped, self.func.__name__, self.func.__module__,
                         self.resource.execution_timeout_s, args, kwargs)
@@ -233,7 +254,7 @@ class RemoteFunction:
         from runpod_flash.stubs import http_route, live
 
         asynchronous = inspect.isasyncgenfunction(self.func)
-        if self.resource.is_live:
+        if calls_live(self.resource):
             inspect.signature(self.func).bind(*args, **kwargs)  # TypeError now, as locally
             start = live.astream if asynchronous else live.stream
             return start(self._endpoint(), self.shipped, self.func.__name__,
@@ -243,7 +264,7 @@ class RemoteFunction:
         return start(self.resource, self.func, self.route, args, kwargs)
 
     async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if self.resource.is_live and self.resource.is_load_balanced:
+        if self.resource.is_load_balanced and calls_live(self.resource):
             from runpod_flash.stubs import live
 
             return await live.acall(self._endpoint(), self.shipped, self.func.__name__,
@@ -284,10 +305,10 @@ def _decorate(
     validate: bool = True,
 ) -> Any:
     if inspect.isclass(func):
-        raise TypeError(
-            f"@remote on class '{func.__name__}' is not supported; decorate its module-level "
-            "functions instead"
-        )
+        from runpod_flash.remote_class import decorate_class
+
+        return decorate_class(func, resource, list(dependencies or []),
+                              list(system_dependencies or []), local=local)
     if not callable(func):
         raise TypeError(f"@remote decorates functions; got {type(func).__name__}")
     route = (

@@ -12,6 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from runpod_flash.control import Platform, PlatformError, ensure_platform
+from runpod_flash.dependencies import (
+    APPROVED_KEY,
+    SystemPackagesRefused,
+    approve_system_packages,
+)
 
 UPLOAD_TIMEOUT_S = 600.0
 DEPLOY_TIMEOUT_S = 1800.0
@@ -25,11 +30,16 @@ def deploy_project(
     project_dir: Path,
     only: list[str] | None = None,
     progress: Callable[[str], None] = lambda _: None,
+    yes: bool = False,
 ) -> tuple[Platform, list[dict[str, Any]]]:
-    """Build `project_dir` and deploy its load-balanced endpoints; returns their results."""
+    """Build `project_dir` and deploy its load-balanced endpoints; returns their results.
+
+    Missing system packages are shown and asked for first (`yes` skips the question).
+    """
     from runpod_flash.build import build_project
 
     result = build_project(project_dir, progress)
+    approved = _approve_system_packages(result.manifest, only, yes)
     platform = ensure_platform()
     try:
         platform.call("PUT", f"/api/v1/artifacts/{result.artifact_sha256}",
@@ -37,6 +47,7 @@ def deploy_project(
         progress(f"uploaded artifact {result.artifact_sha256[:12]}")
         deployment = platform.call("POST", "/api/v1/deployments", {
             "artifact": result.artifact_sha256, "python": sys.executable, "resources": only,
+            APPROVED_KEY: approved,
         })
         shown = 0
         deadline = time.monotonic() + DEPLOY_TIMEOUT_S
@@ -53,6 +64,23 @@ def deploy_project(
     if deployment["status"] != "succeeded":
         raise DeployError(deployment.get("error") or f"deployment is {deployment['status']}")
     return platform, deployment["results"]
+
+
+def _approve_system_packages(
+    manifest: dict[str, Any], only: list[str] | None, yes: bool
+) -> dict[str, list[str]]:
+    """Per endpoint, the missing system packages the user agreed to install; asked here
+    because the platform, a daemon, cannot ask."""
+    approved: dict[str, list[str]] = {}
+    for name, resource in sorted(manifest["resources"].items()):
+        names = resource.get("system_dependencies") or []
+        if not names or (only and name not in only):
+            continue
+        try:
+            approved[name] = approve_system_packages(name, names, yes)
+        except (SystemPackagesRefused, ValueError) as exc:
+            raise DeployError(str(exc)) from None
+    return {name: names for name, names in approved.items() if names}
 
 
 def deploy_resource(resource: Any) -> str:

@@ -142,6 +142,8 @@ def test_startup_loads_env_and_lists_every_route(server: DevServer) -> None:
         ("GET", "/api/users/{user_id}", "get_user"),
         ("POST", "/api/count", "count"),
         ("POST", "/reloadable/runsync", "version"),
+        ("POST", "/model/predict/runsync", r"Model\.predict"),
+        ("POST", "/model/reset/runsync", r"Model\.reset"),
     ]:
         assert re.search(rf"{method}\s+{re.escape(server.url + path)}\s+{function}",
                          server.output), server.output
@@ -185,6 +187,17 @@ def test_several_queue_functions_in_a_numbered_folder(server: DevServer) -> None
     assert (status, body["status"], body["output"]) == (200, "COMPLETED", 5)
     status, body = server.call("POST", "/01_getting_started/calc/worker/add/runsync", {"a": 4})
     assert (status, body["output"]) == (200, 5)
+
+
+def test_class_methods_are_routes_on_one_instance(server: DevServer) -> None:
+    first = server.call("POST", "/model/predict/runsync", {"input": {"text": "hello there"}})
+    second = server.call("POST", "/model/predict/runsync", {"text": "hi"})
+    assert first[0] == second[0] == 200
+    assert first[1]["output"] == {"label": "long", "calls": 1}
+    assert second[1]["output"] == {"label": "short", "calls": 2}
+    assert server.call("POST", "/model/reset/runsync", {})[1]["output"] == 0
+    status, body = server.call("POST", "/model/predict/runsync", {"input": {"txt": "x"}})
+    assert status == 422 and body["status"] == "FAILED"
 
 
 def test_a_failing_function_answers_its_type_and_message(server: DevServer) -> None:

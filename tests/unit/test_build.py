@@ -217,6 +217,47 @@ def test_attribute_decorators_and_inline_configs(tmp_path: Path) -> None:
         build_project(root)
 
 
+def test_a_class_is_listed_with_its_methods_never_dropped(tmp_path: Path) -> None:
+    root = project(tmp_path, {"models.py": """
+        from runpod_flash import CpuServerlessEndpoint, remote
+
+        gpu = CpuServerlessEndpoint(name="models")
+
+        @remote(gpu, dependencies=["six"])
+        class Model:
+            def __init__(self, size: int = 1):
+                self.size = size
+
+            async def predict(self, text: str, top: int = 3) -> dict:
+                \"\"\"Classify text.\"\"\"
+                return {}
+
+            def _private(self):
+                pass
+    """})
+    manifest = build_project(root).manifest
+    entry = manifest["resources"]["models"]
+    assert entry["functions"] == [{
+        "name": "Model", "module": "models", "is_async": False, "is_class": True,
+        "methods": [{"name": "predict", "is_async": True, "params": ["text", "top"],
+                     "doc": "Classify text."}],
+    }]
+    assert entry["dependencies"] == ["six"]
+    assert manifest["function_registry"] == {"Model": "models"}
+
+
+def test_a_class_on_a_load_balanced_resource_fails_the_build_at_its_line(
+    tmp_path: Path,
+) -> None:
+    message = build_error(tmp_path, {"svc.py": LB_HEADER + textwrap.dedent("""
+        @remote(api)
+        class Model:
+            def predict(self):
+                return 1
+    """)})
+    assert message.startswith("svc.py:5: @remote on class 'Model': classes run on queue-based")
+
+
 def test_method_path_on_queue_resource_is_a_warning(tmp_path: Path) -> None:
     messages: list[str] = []
     result = build_project(project(tmp_path, {"svc.py": """

@@ -6,6 +6,7 @@ platform is needed; tests/integration/test_dev_server.py covers the real thing.
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import sys
@@ -189,19 +190,15 @@ def test_a_project_without_remote_functions_names_the_fix(tmp_path: Path) -> Non
     assert "flash init" in str(caught.value)
 
 
-def test_class_workers_are_skipped_with_a_warning(tmp_path: Path) -> None:
+def test_a_class_on_a_load_balanced_resource_is_refused_at_its_line(tmp_path: Path) -> None:
     (tmp_path / "w.py").write_text(
-        "from runpod_flash import CpuLiveServerless, remote\n"
-        "c = CpuLiveServerless(name='c')\n\n"
-        "@remote(c)\nclass Model:\n    pass\n\n"
-        "@remote(c)\nasync def f(x: int) -> int:\n    return x\n"
+        "from runpod_flash import CpuLiveLoadBalancer, remote\n"
+        "api = CpuLiveLoadBalancer(name='api')\n\n"
+        "@remote(api)\nclass Model:\n    def predict(self):\n        pass\n"
     )
-    project = scan(tmp_path)
-    assert [fn.name for fn in project.functions] == ["f"]
-    assert project.warnings == (
-        "w.py:4: class 'Model' skipped: class-based @remote is not served by flash run yet "
-        "(class workers, issue 10)",
-    )
+    with pytest.raises(BuildError, match=r"w\.py:4: @remote on class 'Model': classes run on "
+                                         r"queue-based resources"):
+        scan(tmp_path)
 
 
 def test_a_syntax_error_is_reported_at_its_line(tmp_path: Path) -> None:
@@ -210,34 +207,31 @@ def test_a_syntax_error_is_reported_at_its_line(tmp_path: Path) -> None:
         scan(tmp_path)
 
 
-def test_class_workers_never_stop_the_other_functions_from_serving(
+def test_a_class_serves_each_public_method_at_prefix_method_runsync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "unit_dev_classy.py").write_text(
         "from runpod_flash import CpuLiveServerless, remote\n"
         "c = CpuLiveServerless(name='unit-dev-classy')\n\n"
-        "@remote(c)\nclass Model:\n    pass\n\n"
+        "@remote(c)\nclass Model:\n"
+        "    def __init__(self):\n        self.calls = 0\n"
+        "    async def predict(self, text: str, top: int = 1) -> dict:\n"
+        "        \"\"\"Predicts.\"\"\"\n        return {}\n"
+        "    def _private(self):\n        pass\n\n"
         "@remote(c)\nasync def classy_f(x: int) -> int:\n    return x\n"
     )
-    (tmp_path / "unit_dev_plain.py").write_text(
-        "from runpod_flash import CpuLiveServerless, remote\n"
-        "p = CpuLiveServerless(name='unit-dev-plain')\n\n"
-        "@remote(p)\nasync def plain_f(x: int) -> int:\n    return x\n"
-    )
     monkeypatch.syspath_prepend(str(tmp_path))
-    warnings: list[str] = []
     try:
-        found = import_project(tmp_path, warnings.append)
+        found = import_project(tmp_path, [].append)
     finally:
         sys.modules.pop("unit_dev_classy", None)
-        sys.modules.pop("unit_dev_plain", None)
-    names = [decl.name for decl, _ in found]
-    assert "plain_f" in names and "Model" not in names
-    assert warnings[0].startswith("unit_dev_classy.py:4: class 'Model' skipped")
-    # While the decorator refuses classes (until issue 10), the module's functions are
-    # skipped with it, with a warning naming the reason; never a crash.
-    skipped = [w for w in warnings if w.startswith("unit_dev_classy.py: skipped, it cannot")]
-    assert ("classy_f" in names) != bool(skipped)
+    routes = {route.path: route for route in plan_routes(found)}
+    assert set(routes) == {"/unit_dev_classy/predict/runsync", "/unit_dev_classy/runsync"}
+    predict = routes["/unit_dev_classy/predict/runsync"]
+    assert predict.describe()["function"] == "Model.predict"
+    assert predict.summary == "Predicts."
+    assert list(inspect.signature(predict.target).parameters) == ["text", "top"]
+    assert QueueArguments(predict.target)({"input": {"text": "hi"}}) == {"text": "hi"}
 
 
 def test_a_port_in_use_names_the_fix() -> None:

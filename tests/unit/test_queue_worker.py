@@ -205,18 +205,10 @@ import asyncio
 STATE = {"cancelled": False, "arrived": 0}
 
 
-class Remote:
-    """Stands in for @remote's wrapper, which the worker must unwrap."""
-
-    def __init__(self, func):
-        self.func = func
-        self.resource = "queue"
-
-    def __call__(self, *args, **kwargs):
-        raise AssertionError("called through the wrapper")
+from runpod_flash import CpuServerlessEndpoint, remote
 
 
-@Remote
+@remote(CpuServerlessEndpoint(name="qw-unit"))
 def add(a: int, b: int = 0) -> int:
     return a + b
 

@@ -12,6 +12,7 @@ import cloudpickle
 import pytest
 
 from runpod_flash.decorator import RemoteFunction, RoutingWarning, remote
+from runpod_flash.remote_class import RemoteClass, RemoteInstance
 from runpod_flash.resources import (
     CpuLiveLoadBalancer,
     CpuLiveServerless,
@@ -270,15 +271,54 @@ def test_dependencies_recorded() -> None:
     assert decorated.__remote_config__["dependencies"] == ["numpy==2.1.0"]
 
 
-def test_class_is_rejected() -> None:
-    """@remote on a class is a TypeError naming the class."""
-    with pytest.raises(TypeError) as info:
+class _Model:
+    """A model kept loaded between calls."""
 
-        @remote(CpuLiveServerless(name=_name("q")))
-        class Model:
-            pass
+    def __init__(self, size: int, *, label: str = "m") -> None:
+        self.size = size
 
-    assert "Model" in str(info.value)
+    async def predict(self, text: str) -> dict:
+        return {"text": text}
+
+    def reset(self) -> None:
+        self.size = 0
+
+    def _helper(self) -> None:
+        pass
+
+
+def test_a_class_on_a_load_balanced_resource_is_refused_at_decoration() -> None:
+    with pytest.raises(TypeError, match=r"class '_Model': classes run on queue-based "
+                                        r"resources .* is load-balanced"):
+        remote(CpuLiveLoadBalancer(name=_name("lb")))(_Model)
+
+
+def test_a_remote_class_returns_handles_without_touching_the_network() -> None:
+    Model = remote(CpuLiveServerless(name=_name("q")))(_Model)
+    assert isinstance(Model, RemoteClass) and Model.methods == ["predict", "reset"]
+    first, second = Model(3), Model(4, label="x")
+    assert isinstance(first, RemoteInstance)
+    assert first.instance_id.startswith("_Model_") and first.instance_id != second.instance_id
+    assert inspect.iscoroutinefunction(first.predict)
+    with pytest.raises(TypeError):
+        Model()  # the constructor's signature is checked here, as a local call would
+    with pytest.raises(AttributeError, match="did you mean 'predict'"):
+        first.predit  # noqa: B018
+    with pytest.raises(AttributeError):
+        first._helper  # noqa: B018
+
+
+def test_a_method_call_checks_its_arguments_before_sending() -> None:
+    Model = remote(CpuLiveServerless(name=_name("q")))(_Model)
+    with pytest.raises(TypeError):
+        asyncio.run(Model(1).predict())  # `text` is missing: nothing was sent
+
+
+def test_a_remote_class_pickles_as_the_decorated_class() -> None:
+    Model = remote(CpuLiveServerless(name=_name("q")), dependencies=["six"])(_Model)
+    copy = cloudpickle.loads(cloudpickle.dumps(Model))
+    assert isinstance(copy, RemoteClass) and copy.cls is _Model
+    assert copy.dependencies == ["six"]
 
 
 # --- queue resources ----------------------------------------------------------------------

@@ -126,7 +126,7 @@ def build_project(
         groups = group_by_resource(functions, live)
     specs = {name: dict(group.resource.spec) for name, group in groups.items()}
     apply_overrides(specs, settings)
-    requirements = read_requirements(project_dir)
+    requirements = read_requirements(project_dir, lambda warning: progress(f"warning: {warning}"))
     manifest = build_manifest(settings.project_name or project_dir.name, groups, specs,
                               requirements)
     add_handlers(manifest, settings.handlers, set(files), requirements)

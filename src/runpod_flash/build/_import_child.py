@@ -3,17 +3,20 @@
 Imports the project's modules by name (never as `__main__`) and writes, as JSON lines to the
 file named by argv[2], which module it is importing and finally what each decorated function's
 `__remote_config__` holds. A file, not stdout, because user modules may print.
-Standard library only, so nothing here shadows or pre-empts the project's own imports.
+Standard library only (and `runpod_flash.project_modules`, itself standard library only), so
+nothing here shadows or pre-empts the project's own imports.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Any, TextIO
+
+from runpod_flash.project_modules import import_project_module
 
 
 def _emit(out: TextIO, record: dict[str, Any]) -> None:
@@ -62,7 +65,7 @@ def main() -> None:
         for module in request["modules"]:
             _emit(out, {"importing": module})
             try:
-                importlib.import_module(module)
+                import_project_module(module, Path.cwd())
             except BaseException as exc:  # SystemExit at import time is a failure too
                 _emit(out, {"failed": import_failure(module, exc)})
                 break

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import json
 import os
-import re
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from runpod_flash.dependencies import split_framework
+
 from .errors import BuildError
 from .guarded_import import LiveFunction, LiveResource
 from .scanner import FunctionDecl
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
 MANIFEST_VERSION = "1.0"
 REQUIREMENTS_FILE = "requirements.txt"
-FRAMEWORK_NAMES = {"openflash", "runpod-flash", "tetra-rp"}
+PYPROJECT_FILE = "pyproject.toml"
 
 
 @dataclass
@@ -50,32 +58,55 @@ def group_by_resource(
     return groups
 
 
-def _is_framework(requirement: str) -> bool:
-    """Whether a requirement names Flash itself, under this or the original's name."""
-    name = re.split(r"[^A-Za-z0-9._-]", requirement, maxsplit=1)[0]
-    return re.sub(r"[-_.]+", "-", name).lower() in FRAMEWORK_NAMES
+def read_requirements(
+    project_dir: Path, warn: Callable[[str], None] = lambda _: None
+) -> list[str]:
+    """The project's requirements, less Flash itself (reported once through `warn`).
 
-
-def read_requirements(project_dir: Path) -> list[str]:
-    """The non-comment lines of requirements.txt, if the project has one, less Flash itself.
-
-    Workers already run with the interpreter that has openflash; installing `runpod-flash`
-    (as original projects list it) or `openflash` from an index into their environments would
-    fail offline or shadow it, as the original strips it from the packaged requirements.
+    They come from requirements.txt (as in the original Flash) or, when a project has none,
+    from pyproject.toml's `[project] dependencies`; both files usually say the same, and
+    requirements.txt is the one that pins. Workers already run with the interpreter that has
+    openflash; installing `runpod-flash` (as original projects list it) or `openflash` from an
+    index into their environments would shadow it, as the original strips it when packaging.
     """
     path = project_dir / REQUIREMENTS_FILE
-    if not path.is_file():
-        return []
-    lines = (line.split(" #")[0].strip() for line in path.read_text("utf-8").splitlines())
-    return [
-        line for line in lines if line and not line.startswith("#") and not _is_framework(line)
-    ]
+    if path.is_file():
+        lines = (line.split(" #")[0].strip() for line in path.read_text("utf-8").splitlines())
+        listed = [line for line in lines if line and not line.startswith("#")]
+    else:
+        path = project_dir / PYPROJECT_FILE
+        listed = _pyproject_dependencies(path) if path.is_file() else []
+    kept, dropped = split_framework(listed)
+    if dropped:
+        warn(f"{path.name}: {', '.join(dropped)} left out of worker environments: workers "
+             "already run with this openflash, and the package from the index would shadow it")
+    return kept
+
+
+def _pyproject_dependencies(path: Path) -> list[str]:
+    """`[project] dependencies` of a pyproject.toml."""
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BuildError(f"{path.name} is not valid TOML ({exc}); fix the file") from None
+    project = data.get("project")
+    dependencies = project.get("dependencies", []) if isinstance(project, dict) else []
+    if not isinstance(dependencies, list) or not all(isinstance(d, str) for d in dependencies):
+        raise BuildError(
+            f"{path.name}: [project] dependencies must be a list of requirement strings"
+        )
+    return [d.strip() for d in dependencies if d.strip()]
 
 
 def _function_entry(fn: FunctionDecl, live: LiveFunction) -> dict[str, Any]:
     entry: dict[str, Any] = {
-        "name": fn.name, "module": fn.module, "is_async": fn.is_async, "is_class": False,
+        "name": fn.name, "module": fn.module, "is_async": fn.is_async, "is_class": fn.is_class,
     }
+    if fn.is_class:
+        entry["methods"] = [
+            {"name": m.name, "is_async": m.is_async, "params": list(m.params), "doc": m.doc}
+            for m in fn.methods
+        ]
     if fn.is_generator:  # only then, so the entries of plain functions keep their shape
         entry["is_generator"] = True
     if live.resource.is_load_balanced:

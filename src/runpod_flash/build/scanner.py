@@ -38,6 +38,16 @@ class ConfigDecl:
 
 
 @dataclass(frozen=True)
+class MethodDecl:
+    """A public method of a decorated class: what its handle and its routes offer."""
+
+    name: str
+    is_async: bool
+    params: tuple[str, ...]  # without `self`
+    doc: str  # the docstring's first line
+
+
+@dataclass(frozen=True)
 class FunctionDecl:
     """A module-level function decorated with `@remote(...)` (or `@x.remote(...)`).
 
@@ -57,6 +67,8 @@ class FunctionDecl:
     route_is_literal: bool  # False when method or path is an expression we cannot read
     calls: frozenset[str]  # names called directly in the body
     is_generator: bool = False  # `yield` in its own body: its calls stream items
+    is_class: bool = False  # `@remote` on a class: `params` are the constructor's
+    methods: tuple[MethodDecl, ...] = ()
 
 
 @dataclass
@@ -145,7 +157,7 @@ class _ModuleScanner:
 
     def statements(self, body: list[ast.stmt]) -> None:
         for node in body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 self.function(node)
             elif isinstance(node, (ast.Assign, ast.AnnAssign)):
                 self.assignment(node)
@@ -181,7 +193,7 @@ class _ModuleScanner:
         for alias in node.names:
             self.scan.imported_names[alias.asname or alias.name] = (source, alias.name)
 
-    def function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+    def function(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> None:
         decorator = next(
             (
                 d for d in node.decorator_list
@@ -195,9 +207,13 @@ class _ModuleScanner:
         inline = self.config(resource) if isinstance(resource, ast.Call) else None
         method, method_ok = _string(_keyword(decorator, "method", 1))
         path, path_ok = _string(_keyword(decorator, "path", 2))
-        args = node.args
-        params = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
-        params += [a.arg for a in (args.vararg, args.kwarg) if a is not None]
+        methods = _methods(node) if isinstance(node, ast.ClassDef) else ()
+        if isinstance(node, ast.ClassDef):
+            init = next((m for m in node.body if isinstance(m, ast.FunctionDef)
+                         and m.name == "__init__"), None)
+            params = _params(init.args)[1:] if init is not None else []
+        else:
+            params = _params(node.args)
         calls = {
             call.func.id
             for stmt in node.body
@@ -217,8 +233,32 @@ class _ModuleScanner:
             path=path,
             route_is_literal=method_ok and path_ok,
             calls=frozenset(calls),
-            is_generator=_yields(node.body),
+            is_generator=not isinstance(node, ast.ClassDef) and _yields(node.body),
+            is_class=isinstance(node, ast.ClassDef),
+            methods=methods,
         ))
+
+
+def _params(args: ast.arguments) -> list[str]:
+    params = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
+    return params + [a.arg for a in (args.vararg, args.kwarg) if a is not None]
+
+
+def _methods(node: ast.ClassDef) -> tuple[MethodDecl, ...]:
+    """The public methods the class body defines (not `_private` or dunder ones)."""
+    return tuple(
+        MethodDecl(
+            name=item.name,
+            is_async=isinstance(item, ast.AsyncFunctionDef),
+            params=tuple(_params(item.args)[1:]),
+            doc=(ast.get_docstring(item) or "").strip().split("\n", 1)[0],
+        )
+        for item in node.body
+        if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and not item.name.startswith("_")
+        and not any(isinstance(d, ast.Name) and d.id == "staticmethod"
+                    for d in item.decorator_list)
+    )
 
 
 def scan_file(project_dir: Path, rel_file: str) -> ModuleScan:

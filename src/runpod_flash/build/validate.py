@@ -88,6 +88,13 @@ def check_routes(routes: Iterable[Route]) -> None:
     for route in routes:
         if not route.load_balanced:
             continue
+        if route.function.is_class:
+            raise BuildError(
+                f"{_where(route.function)}: @remote on class '{route.function.name}': classes "
+                f"run on queue-based resources (LiveServerless, CpuLiveServerless, "
+                f"ServerlessEndpoint, CpuServerlessEndpoint); resource '{route.resource}' is "
+                "load-balanced. Use a queue-based resource for the class"
+            )
         method, path = _check_route(route)
         if route.resource is None:
             continue

@@ -5,7 +5,13 @@ from __future__ import annotations
 import typer
 
 from runpod_flash import __version__
-from runpod_flash.cli import dev_commands, endpoint_commands, platform_commands, project_commands
+from runpod_flash.cli import (
+    dev_commands,
+    endpoint_commands,
+    platform_commands,
+    project_commands,
+    volume_commands,
+)
 from runpod_flash.cli.init_command import init
 
 app = typer.Typer(
@@ -14,6 +20,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(platform_commands.app, name="platform")
+app.add_typer(volume_commands.app, name="volume")
 app.command()(init)
 app.command()(dev_commands.run)
 app.command()(project_commands.build)

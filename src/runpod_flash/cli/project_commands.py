@@ -34,13 +34,19 @@ def deploy(
     project_dir: Path = PROJECT,
     endpoint: list[str] = ONLY,
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    yes: bool = typer.Option(
+        False, "--yes", "-y",
+        help="Let apt-get install missing system_dependencies without asking.",
+    ),
 ) -> None:
     """Build, upload and roll out the project's endpoints (idempotent)."""
     from runpod_flash.build import BuildError
     from runpod_flash.deploy import DeployError, deploy_project
 
     try:
-        platform, results = deploy_project(project_dir.resolve(), endpoint or None, progress)
+        platform, results = deploy_project(
+            project_dir.resolve(), endpoint or None, progress, yes=yes
+        )
     except (BuildError, DeployError) as exc:
         fail(str(exc))
     if as_json:

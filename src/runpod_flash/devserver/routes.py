@@ -3,7 +3,8 @@
 The contract the public Flash examples curl: a file `a/b/worker.py` gets the prefix
 `/a/b/worker`; its queue functions are `POST {prefix}/runsync` when it has one of them and
 `POST {prefix}/{function}/runsync` when it has several; its load-balanced functions keep
-their own method and path under the prefix.
+their own method and path under the prefix. A class's methods are always
+`POST {prefix}/{method}/runsync`.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def plan_routes(found: Iterable[tuple[FunctionDecl, Any]]) -> list[DevRoute]:
     found = list(found)
     queue_per_file: dict[str, int] = {}
     for decl, target in found:
-        if not target.__remote_config__["resource_config"].is_load_balanced:
+        config = target.__remote_config__
+        if not config["resource_config"].is_load_balanced and not decl.is_class:
             queue_per_file[decl.file] = queue_per_file.get(decl.file, 0) + 1
     routes = []
     for decl, target in found:
@@ -84,9 +86,12 @@ def plan_routes(found: Iterable[tuple[FunctionDecl, Any]]) -> list[DevRoute]:
         if resource.is_load_balanced:
             method, path, kind = config["method"], base + config["path"], Kind.LOAD_BALANCED
         else:
-            several = queue_per_file[decl.file] > 1
+            several = queue_per_file.get(decl.file, 0) > 1
             method, kind = "POST", Kind.QUEUE
-            path = f"{base}/{decl.name}/runsync" if several else f"{base}/runsync"
+            name = getattr(target, "class_method", None)  # a class's methods: always named
+            if name is None:
+                name = decl.name if several else None
+            path = f"{base}/{name}/runsync" if name else f"{base}/runsync"
         routes.append(DevRoute(method, path, decl, target, kind, resource.name,
                                _mode(target, resource)))
     _check_conflicts(routes)

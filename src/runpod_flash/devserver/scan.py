@@ -7,7 +7,6 @@ every edit with it before a child process imports anything.
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,46 +34,11 @@ class NoRemoteFunctions(BuildError):
 
 
 @dataclass(frozen=True)
-class RemoteClass:
-    """A class decorated with `@remote`: not served yet (class workers are issue 10)."""
-
-    name: str
-    file: str
-    line: int
-
-    def warning(self) -> str:
-        return (f"{self.file}:{self.line}: class '{self.name}' skipped: class-based @remote "
-                "is not served by flash run yet (class workers, issue 10)")
-
-
-@dataclass(frozen=True)
 class ProjectScan:
-    """The decorated functions to serve, and what to warn about."""
+    """The decorated functions (and classes) to serve, and what to warn about."""
 
     functions: tuple[FunctionDecl, ...]
-    classes: tuple[RemoteClass, ...]
     warnings: tuple[str, ...]
-
-
-def _is_remote(decorator: ast.expr) -> bool:
-    call = decorator.func if isinstance(decorator, ast.Call) else decorator
-    return (isinstance(call, ast.Name) and call.id == "remote") or (
-        isinstance(call, ast.Attribute) and call.attr == "remote")
-
-
-def remote_classes(project_dir: Path, py_files: list[str]) -> list[RemoteClass]:
-    """Classes decorated with `@remote(...)` (the build scanner reads functions only)."""
-    found = []
-    for rel in py_files:
-        source = (project_dir / rel).read_bytes()
-        if b"class" not in source or b"remote" not in source:
-            continue
-        for node in ast.walk(ast.parse(source, filename=rel)):
-            if isinstance(node, ast.ClassDef):
-                decorator = next((d for d in node.decorator_list if _is_remote(d)), None)
-                if decorator is not None:
-                    found.append(RemoteClass(node.name, rel, decorator.lineno))
-    return found
 
 
 def scan(project_dir: Path) -> ProjectScan:
@@ -82,12 +46,9 @@ def scan(project_dir: Path) -> ProjectScan:
     py_files = [f for f in collect_files(project_dir) if f.endswith(".py")]
     scans = scan_project(project_dir, py_files)  # a syntax error is a BuildError at its line
     functions = [fn for module in scans.values() for fn in module.functions]
-    classes = remote_classes(project_dir, py_files)
     if not functions:
-        hint = "".join(f"\n  {c.warning()}" for c in classes)
-        raise NoRemoteFunctions(NO_REMOTE_FUNCTIONS + hint)
+        raise NoRemoteFunctions(NO_REMOTE_FUNCTIONS)
     check_unique_names(functions)
     static = static_routes(scans, functions)
     check_routes(static)
-    warnings = [*routing_warnings(static), *(c.warning() for c in classes)]
-    return ProjectScan(tuple(functions), tuple(classes), tuple(warnings))
+    return ProjectScan(tuple(functions), tuple(routing_warnings(static)))

@@ -1,7 +1,9 @@
-"""The control API: endpoints, status, shutdown, worker registration (all token-protected)."""
+"""The control API: endpoints, volumes, status, shutdown, worker registration (all
+token-protected)."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import os
@@ -14,9 +16,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from runpod_flash import __version__, config
+from runpod_flash.dependencies import APPROVED_KEY
 from runpod_flash.platform import artifacts
 from runpod_flash.platform.deployments import Deployments, endpoint_specs
 from runpod_flash.platform.supervisor import Supervisor
+from runpod_flash.platform.volumes import VolumeRefused, users_by_volume
 
 Handler = Callable[[Request], Awaitable[Response]]
 _REQUIRED_SPEC_FIELDS = ("name", "type", "workersMin", "workersMax", "idleTimeout")
@@ -98,7 +102,8 @@ def build_routes(
         try:
             body = await json_body(request)
             specs, skipped = endpoint_specs(
-                str(body["artifact"]), str(body["python"]), body.get("resources")
+                str(body["artifact"]), str(body["python"]), body.get("resources"),
+                body.get(APPROVED_KEY),
             )
         except (ValueError, KeyError, TypeError) as exc:
             return _error(400, f"invalid deployment request: {exc}")
@@ -133,6 +138,36 @@ def build_routes(
             chunks.extend(f"[{path.stem}] {line}" for line in lines)
         return JSONResponse({"lines": chunks if offsets else chunks[-tail:], "cursor": cursor})
 
+    def volume_users() -> dict[str, list[str]]:
+        return users_by_volume((e.name, e.spec) for e in supervisor.endpoints.values())
+
+    async def list_volumes(request: Request) -> Response:
+        volumes = await asyncio.to_thread(supervisor.volumes.list, volume_users())
+        return JSONResponse({"root": str(supervisor.volumes.root), "volumes": volumes})
+
+    async def create_volume(request: Request) -> Response:
+        try:
+            body = await json_body(request)
+            if not isinstance(body, dict) or not body.get("name"):
+                return _error(422, "volume request needs a JSON body with a 'name'")
+            path, created = supervisor.volumes.create(str(body["name"]), body.get("size"))
+        except ValueError as exc:
+            return _error(400, str(exc))
+        except VolumeRefused as exc:
+            return _error(exc.status, str(exc))
+        return JSONResponse({"name": path.name, "path": str(path), "created": created},
+                            status_code=201 if created else 200)
+
+    async def delete_volume(request: Request) -> Response:
+        force = request.query_params.get("force", "") in ("1", "true", "yes")
+        try:
+            name = request.path_params["name"]
+            users = volume_users().get(supervisor.volumes.path(name).name, [])
+            path = await asyncio.to_thread(supervisor.volumes.delete, name, users, force)
+        except VolumeRefused as exc:
+            return _error(exc.status, str(exc))
+        return JSONResponse({"deleted": path.name, "path": str(path)})
+
     async def shutdown(request: Request) -> Response:
         request_shutdown()
         return JSONResponse({"status": "stopping"})
@@ -156,6 +191,9 @@ def build_routes(
         Route("/api/v1/artifacts/{sha256}", protected(upload_artifact), methods=["PUT"]),
         Route("/api/v1/deployments", protected(create_deployment), methods=["POST"]),
         Route("/api/v1/deployments/{deployment_id}", protected(get_deployment)),
+        Route("/api/v1/volumes", protected(list_volumes)),
+        Route("/api/v1/volumes", protected(create_volume), methods=["POST"]),
+        Route("/api/v1/volumes/{name}", protected(delete_volume), methods=["DELETE"]),
         Route("/api/v1/shutdown", protected(shutdown), methods=["POST"]),
         Route("/internal/workers/{worker_id}/ready", protected(worker_ready), methods=["POST"]),
     ]

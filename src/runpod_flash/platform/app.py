@@ -31,7 +31,8 @@ class PlatformApp:
         api_key: str | None,
         request_shutdown: Callable[[], None],
     ) -> None:
-        self.jobs = JobQueue(supervisor.store, supervisor.on_demand, supervisor.worker_busy)
+        self.jobs = JobQueue(supervisor.store, supervisor.on_demand, supervisor.worker_busy,
+                             supervisor.serving)
         self.metrics = Metrics(supervisor, lambda endpoint_id: self.jobs.load(endpoint_id).waiting)
         self.jobs.on_finish = lambda job: self.metrics.jobs.labels(
             job.endpoint_id, job.status).inc()

@@ -9,7 +9,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from runpod_flash.control import deployed_endpoint_id
+from runpod_flash.dependencies import APPROVED_KEY
 from runpod_flash.platform import artifacts
+from runpod_flash.platform.endpoints import endpoint_path
 from runpod_flash.platform.supervisor import DeployFailed, Supervisor
 
 MAX_KEPT = 50
@@ -30,9 +33,11 @@ class Deployment:
 
 
 def endpoint_specs(
-    sha256: str, python: str, only: list[str] | None
+    sha256: str, python: str, only: list[str] | None,
+    approved: dict[str, list[str]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """The specs of the artifact's endpoints to deploy, and the names skipped."""
+    """The specs of the artifact's endpoints to deploy, and the names skipped; `approved`
+    names the system packages the deployer agreed to install, per endpoint."""
     manifest = artifacts.manifest(sha256)
     resources: dict[str, Any] = manifest.get("resources", {})
     unknown = sorted(set(only or []) - set(resources))
@@ -41,6 +46,10 @@ def endpoint_specs(
             f"no resource named {', '.join(unknown)} in this build; "
             f"it has: {', '.join(sorted(resources)) or 'none'}"
         )
+    # The endpoints deployed together call each other (stubs.peers): resolved here, once
+    # per deployment, so the worker needs no naming rule of its own.
+    peers = {name: endpoint_path(deployed_endpoint_id(name), resource["spec"])
+             for name, resource in resources.items()}
     specs, skipped = [], []
     for name, resource in sorted(resources.items()):
         if only and name not in only:
@@ -55,6 +64,8 @@ def endpoint_specs(
             "dependencies": resource.get("dependencies", []),
             "system_dependencies": resource.get("system_dependencies", []),
             "routes": manifest.get("routes", {}).get(name, {}),
+            **({APPROVED_KEY: approved[name]} if (approved or {}).get(name) else {}),
+            "peers": {peer: path for peer, path in peers.items() if peer != name},
             **({"handler_file": resource["handler_file"]} if resource.get("handler_file")
                else {}),
         })

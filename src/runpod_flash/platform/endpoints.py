@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from runpod_flash.control import slug
+from runpod_flash.dependencies import APPROVED_KEY
 from runpod_flash.envfile import mask_env
 from runpod_flash.platform.providers.local import LocalProcess
 
@@ -19,8 +20,16 @@ LB_PREFIX = "/ep"
 QUEUE_PREFIX = "/v2"
 
 
+def endpoint_path(endpoint_id: str, spec: dict[str, Any]) -> str:
+    """Where the gateway serves an endpoint: `/v2/<id>` for queues, `/ep/<id>` otherwise."""
+    return f"{QUEUE_PREFIX if spec.get('type') == 'QB' else LB_PREFIX}/{endpoint_id}"
+
+
 def spec_digest(spec: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    """The identity of a spec; an approval to install system packages is a permission the
+    caller gives, not part of what the endpoint is."""
+    identity = {key: value for key, value in spec.items() if key != APPROVED_KEY}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 def live_endpoint_id(spec: dict[str, Any]) -> str:
@@ -108,7 +117,7 @@ class Endpoint:
             "error": self.error,
             "warning": self.warning,
             "progress": list(self.progress),
-            "path": f"{QUEUE_PREFIX if self.spec.get('type') == 'QB' else LB_PREFIX}/{self.id}",
+            "path": endpoint_path(self.id, self.spec),
             "version": self.version,
             "routes": sorted(self.spec.get("routes", {})),
             "env": mask_env(self.spec.get("env")),  # names only: values never leave the platform

@@ -60,6 +60,7 @@ class Job:
     lease_until: float = 0.0
     stream: list[Any] = field(default_factory=list)
     streamed: int = 0  # chunks already returned by /stream
+    affinity: str | None = None  # the worker that holds its class instance, while it serves
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -114,8 +115,10 @@ class JobQueue:
         store: Store,
         on_demand: Callable[[str, int], None],
         on_load: Callable[[str, int], None] = lambda worker_id, jobs: None,
+        serving: Callable[[str], bool] = lambda worker_id: False,
     ) -> None:
         self.store = store
+        self._serving = serving  # (worker id) -> whether it still takes jobs: affinity holds
         self._on_load = on_load  # (worker id, jobs it now holds): keeps routing and drain true
         self.on_finish: Callable[[Job], None] = lambda job: None
         self._held: dict[str, set[str]] = {}
@@ -193,8 +196,11 @@ class JobQueue:
         if webhook is not None and not (isinstance(webhook, str) and webhook.startswith(
                 ("http://", "https://"))):
             raise JobError('"webhook" must be an http(s) URL')
+        affinity = body.get("affinity")
+        if affinity is not None and not isinstance(affinity, str):
+            raise JobError('"affinity" must be the id of a worker (a string)')
         job_id = ("sync-" if sync else "") + str(uuid.uuid4())
-        job = Job(job_id, endpoint_id, body["input"], policy, webhook)
+        job = Job(job_id, endpoint_id, body["input"], policy, webhook, affinity=affinity)
         self.jobs[job.id] = job
         self.store.save_job(job.row())
         self._offer(job)
@@ -257,12 +263,21 @@ class JobQueue:
 
     # -- worker side ------------------------------------------------------------------------
 
+    def _may_take(self, job: Job, worker_id: str) -> bool:
+        """A job with an affinity waits for its worker while that worker takes jobs (a class
+        instance lives there); once the worker is gone or draining, any worker may run it."""
+        return job.affinity is None or job.affinity == worker_id or \
+            not self._serving(job.affinity)
+
     def _offer(self, job: Job) -> None:
         """Hand the job to a waiting worker, or queue it and ask for capacity."""
         queue = self.queue(job.endpoint_id)
-        while queue.takers:
-            worker_id, taker = queue.takers.popleft()
-            if not taker.done():
+        for entry in list(queue.takers):
+            worker_id, taker = entry
+            if taker.done():
+                queue.takers.remove(entry)
+            elif self._may_take(job, worker_id):
+                queue.takers.remove(entry)
                 self._assign(job, worker_id)
                 taker.set_result(job)
                 return
@@ -288,10 +303,10 @@ class JobQueue:
         job.lease_until = time.monotonic() + LEASE_S
         self.store.save_job(job.row())
 
-    def _ready_job(self, queue: EndpointQueue) -> Job | None:
+    def _ready_job(self, queue: EndpointQueue, worker_id: str) -> Job | None:
         now = time.monotonic()
         for job in queue.waiting:
-            if job.not_before <= now:
+            if job.not_before <= now and self._may_take(job, worker_id):
                 queue.waiting.remove(job)
                 return job
         return None
@@ -302,7 +317,7 @@ class JobQueue:
         queue = self.queue(endpoint_id)
         jobs: list[Job] = []
         while len(jobs) < count:
-            job = self._ready_job(queue)
+            job = self._ready_job(queue, worker_id)
             if job is None:
                 break
             self._assign(job, worker_id)
@@ -367,7 +382,8 @@ class JobQueue:
         return sorted(queue.stops.pop(worker_id, set()))
 
     def release_worker(self, worker_id: str) -> None:
-        """End a worker's long polls now (it is draining or gone): it gets no new job."""
+        """End a worker's long polls now (it is draining or gone): it gets no new job, and
+        jobs that waited for it (affinity) go to the other workers."""
         for queue in self.queues.values():
             event = queue.stop_waiters.get(worker_id)
             if event is not None:
@@ -375,6 +391,7 @@ class JobQueue:
             for taker_worker, taker in list(queue.takers):
                 if taker_worker == worker_id:
                     taker.cancel()
+            self._wake_takers(queue)
 
     def worker_gone(self, worker_id: str) -> None:
         """Its process exited: every job it held runs again elsewhere (bounded)."""
@@ -486,17 +503,18 @@ class JobQueue:
                 self._wake_takers(queue)
 
     def _wake_takers(self, queue: EndpointQueue) -> None:
-        """Jobs whose retry backoff has passed go to workers already waiting."""
-        while queue.takers:
-            job = self._ready_job(queue)
-            if job is None:
-                return
-            worker_id, taker = queue.takers.popleft()
+        """Jobs that became ready (retry backoff passed, affinity released) go to workers
+        already waiting."""
+        for entry in list(queue.takers):
+            worker_id, taker = entry
             if taker.done():
-                queue.waiting.appendleft(job)
+                queue.takers.remove(entry)
                 continue
-            self._assign(job, worker_id)
-            taker.set_result(job)
+            job = self._ready_job(queue, worker_id)
+            if job is not None:
+                queue.takers.remove(entry)
+                self._assign(job, worker_id)
+                taker.set_result(job)
 
 
 def _post(url: str, payload: bytes) -> None:

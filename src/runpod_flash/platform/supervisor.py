@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -13,6 +14,7 @@ from typing import Any
 
 from runpod_flash import config
 from runpod_flash.control import deployed_endpoint_id
+from runpod_flash.dependencies import APPROVED_KEY
 from runpod_flash.http.aio import ConnectionPool, Timeouts
 from runpod_flash.platform.autoscaler import Load, desired_workers
 from runpod_flash.platform.endpoints import (
@@ -20,7 +22,11 @@ from runpod_flash.platform.endpoints import (
     Worker,
     live_endpoint_id,
 )
-from runpod_flash.platform.environments import DependencyInstallError, ensure_environment
+from runpod_flash.platform.environments import (
+    DependencyInstallError,
+    choose_torch_backend,
+    ensure_environment,
+)
 from runpod_flash.platform.gpus import GpuAllocator, GpuRequestError
 from runpod_flash.platform.providers.local import (
     RUNTIME_ARGS,
@@ -30,6 +36,7 @@ from runpod_flash.platform.providers.local import (
     kill_leftover,
 )
 from runpod_flash.platform.store import Store
+from runpod_flash.platform.volumes import VolumeRefused, Volumes
 
 logger = logging.getLogger("runpod_flash.platform")
 
@@ -71,6 +78,7 @@ class Supervisor:
         self.token = token
         self.gpus = gpus
         self.provider = LocalProvider(config.logs_dir())
+        self.volumes = Volumes()
         self.endpoints: dict[str, Endpoint] = {}
         self._workers: dict[str, Worker] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -150,14 +158,18 @@ class Supervisor:
             list(spec.get("system_dependencies") or []),
             config.envs_dir(),
             progress,
+            torch_backend=choose_torch_backend(spec, gpus_present=bool(self.gpus.gpus)),
+            approved_system_dependencies=list(spec.get(APPROVED_KEY) or []),
+            endpoint=str(spec.get("name", "")),
         )
 
     async def _prepare(self, endpoint: Endpoint) -> None:
         """Build the endpoint's environment, then start its `workersMin` workers."""
         endpoint.warning = self._gpu_warning(endpoint.spec)
         try:
+            await self.volumes.prepare(endpoint.spec)
             endpoint.python = await self._environment(endpoint.spec, endpoint.progress.append)
-        except DependencyInstallError as exc:
+        except (DependencyInstallError, VolumeRefused) as exc:
             endpoint.status, endpoint.error = "failed", str(exc)
         except Exception as exc:  # a bug or an OS problem; say so, never leave callers waiting
             logger.exception("preparing endpoint %s failed", endpoint.id)
@@ -187,8 +199,9 @@ class Supervisor:
                 raise DeployFailed(f"'{endpoint_id}' is a live endpoint; choose another name")
             progress(f"{candidate.name}: preparing environment")
             try:
+                await self.volumes.prepare(spec)
                 python = await self._environment(spec, progress)
-            except DependencyInstallError as exc:
+            except (DependencyInstallError, VolumeRefused) as exc:
                 raise DeployFailed(str(exc)) from None
             endpoint = current or candidate
             if current is None:
@@ -307,6 +320,9 @@ class Supervisor:
         })
         if spec.get("app_dir"):
             env["FLASH_APP_DIR"] = spec["app_dir"]
+        if spec.get("peers"):
+            env[config.ENV_PEER_ENDPOINTS] = json.dumps(spec["peers"])
+        env.update(self.volumes.worker_env(spec))
         queued = spec.get("type") == "QB"
         env["FLASH_WORKER_MODE"] = ("queue-" if queued else "") + (
             "deployed" if spec.get("app_dir") else "live"
@@ -540,6 +556,11 @@ class Supervisor:
             endpoint = self.endpoints.get(worker.endpoint_id)
             if endpoint:
                 self._started_fine(endpoint)
+
+    def serving(self, worker_id: str) -> bool:
+        """Whether the worker still takes jobs (jobs for its class instances wait for it)."""
+        worker = self._workers.get(worker_id)
+        return worker is not None and worker.state in ("starting", "ready")
 
     def worker_busy(self, worker_id: str, jobs_in_progress: int) -> None:
         worker = self._workers.get(worker_id)

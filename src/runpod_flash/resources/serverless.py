@@ -228,8 +228,9 @@ class ServerlessResource(BaseModel):
         return self
 
     def platform_spec(self) -> dict[str, Any]:
-        """The JSON body the platform receives to create this endpoint."""
-        return {
+        """The JSON body the platform receives to create this endpoint (`networkVolume`
+        only when one is named, so specs without one keep their identity)."""
+        spec: dict[str, Any] = {
             "name": self.name,
             "kind": "live" if self.is_live else "deployed",
             "type": self.type.value,
@@ -244,6 +245,11 @@ class ServerlessResource(BaseModel):
             "executionTimeoutMs": self.executionTimeoutMs,
             "env": dict(self.env),
         }
+        if self.networkVolume is not None:
+            spec["networkVolume"] = {
+                "name": self.networkVolume.name, "size": self.networkVolume.size,
+            }
+        return spec
 
 
 class _CpuDefaults(BaseModel):

@@ -15,6 +15,7 @@ from typing import Any
 
 from runpod_flash import config
 from runpod_flash.runtime.lifeline import exit_with_parent
+from runpod_flash.runtime.volume import attach_or_exit
 
 MODES = ("live", "deployed", "queue-live", "queue-deployed")
 
@@ -40,6 +41,7 @@ def _worker(mode: str, token: str) -> Coroutine[Any, Any, None]:
 
 
 def main() -> None:
+    attach_or_exit()  # first: a mount namespace covers only threads that do not exist yet
     from runpod_flash.runtime import output
 
     token = os.environ.get(config.ENV_PLATFORM_TOKEN)

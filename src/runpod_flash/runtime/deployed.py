@@ -6,20 +6,16 @@ Unlike the live worker there is no `/execute`: only the user's routes, `/ping` a
 from __future__ import annotations
 
 import contextlib
-import importlib
 import inspect
-import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 
 from runpod_flash.asgi import send_json
+from runpod_flash.runtime.project import load_function, resource_entry
 from runpod_flash.runtime.routes import build_endpoint
 
-MANIFEST_FILE = "flash_manifest.json"
 DEFAULT_MAX_BODY_BYTES = 30 * 1024 * 1024
 
 
@@ -86,60 +82,16 @@ class HeadAsGet:
         await self.app(scope, receive, send)
 
 
-def _resource_entry(app_dir: Path, resource_name: str) -> dict[str, Any]:
-    path = app_dir / MANIFEST_FILE
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise RuntimeError(f"Cannot read the build manifest {path}: {exc}") from exc
-    resources = manifest.get("resources", {})
-    if resource_name not in resources:
-        raise RuntimeError(
-            f"Resource '{resource_name}' is not in {path} (it has: "
-            f"{', '.join(sorted(resources)) or 'none'}); rebuild and redeploy the project"
-        )
-    entry: dict[str, Any] = resources[resource_name]
+def create_deployed_app(
+    app_dir: Path, resource_name: str, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+) -> FastAPI:
+    """The FastAPI app of one load-balanced resource, built from its unpacked artifact."""
+    entry = resource_entry(app_dir, resource_name)
     if not entry.get("is_load_balanced"):
         raise RuntimeError(
             f"Resource '{resource_name}' is a queue-based resource, not load-balanced; "
             "it is served by a queue worker, not by HTTP routes"
         )
-    return entry
-
-
-def _load_function(module_name: str, name: str, resource_name: str) -> Callable[..., Any]:
-    """The plain user function, even where `@remote` wrapped it (worker env not set)."""
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise RuntimeError(
-            f"Cannot import module '{module_name}' for resource '{resource_name}': "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    func = getattr(module, name, None)
-    if func is None:
-        raise RuntimeError(
-            f"Module '{module_name}' has no function '{name}' (resource '{resource_name}'); "
-            "rebuild the project so the manifest matches the code"
-        )
-    if hasattr(func, "func") and hasattr(func, "resource"):
-        func = func.func
-    return func  # type: ignore[no-any-return]
-
-
-def _put_first_on_path(app_dir: Path) -> None:
-    entry = str(app_dir)
-    if entry in sys.path:
-        sys.path.remove(entry)
-    sys.path.insert(0, entry)
-
-
-def create_deployed_app(
-    app_dir: Path, resource_name: str, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-) -> FastAPI:
-    """The FastAPI app of one load-balanced resource, built from its unpacked artifact."""
-    entry = _resource_entry(app_dir, resource_name)
-    _put_first_on_path(app_dir)
     app = FastAPI(title=resource_name, redoc_url=None)
 
     @app.get("/ping", include_in_schema=False)
@@ -154,7 +106,7 @@ def create_deployed_app(
                 f"Function '{name}' of load-balanced resource '{resource_name}' has no "
                 "HTTP method and path in the manifest; rebuild the project"
             )
-        func = _load_function(function["module"], name, resource_name)
+        func = load_function(app_dir, function["module"], name, resource_name)
         try:
             app.add_api_route(
                 path, build_endpoint(func, method.upper(), path), methods=[method.upper()],

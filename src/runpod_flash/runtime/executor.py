@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import traceback
 import types
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +22,11 @@ from runpod_flash import serialization
 from runpod_flash.runtime import output
 from runpod_flash.streaming import Walker, ndjson_line
 
+logger = logging.getLogger("runpod_flash.runtime")
+
 MAX_CACHED_FUNCTIONS = 1024
 MAX_NAMESPACES = 64
+MAX_INSTANCES = 256
 
 
 class FunctionNotLoaded(LookupError):
@@ -149,6 +153,102 @@ class FunctionStore:
         return _rebind(func, namespace)
 
 
+@dataclass(frozen=True)
+class MethodCallRequest:
+    """One call of a method of a shipped class, on the instance its caller's handle names."""
+
+    class_name: str
+    class_hash: str
+    session: str
+    instance_id: str
+    constructor: str  # the encoded (args, kwargs) the instance is created with, once
+    method_name: str
+    args: str
+    cls: str | None = None  # the class pickled by value; the worker caches it by hash
+
+    @classmethod
+    def from_json(cls, body: Any) -> MethodCallRequest:
+        if not isinstance(body, dict):
+            raise ValueError("Invalid request body: expected a JSON object")
+        required = ("class_name", "class_hash", "session", "instance_id", "constructor",
+                    "method_name", "args")
+        missing = [name for name in required if name not in body]
+        if missing:
+            raise ValueError(f"Invalid request body: missing {', '.join(missing)}")
+        method = str(body["method_name"])
+        if not method.isidentifier() or method.startswith("_"):
+            raise ValueError(f"'{method}' is not a public method name")
+        return cls(
+            class_name=str(body["class_name"]), class_hash=str(body["class_hash"]),
+            session=str(body["session"]), instance_id=str(body["instance_id"]),
+            constructor=str(body["constructor"]), method_name=method, args=str(body["args"]),
+            cls=body.get("class"),
+        )
+
+    def class_request(self) -> CallRequest:
+        """The class as the function store loads and caches shipped objects."""
+        return CallRequest(self.class_name, self.class_hash, self.session, "", self.cls)
+
+
+class Instances:
+    """Class instances by key, created on first use and kept while the worker lives.
+
+    Bounded: past `limit` the least recently used instance is dropped (and logged); its
+    handle's next call creates it again.
+    """
+
+    def __init__(self, limit: int = MAX_INSTANCES) -> None:
+        self._limit = limit
+        self._instances: OrderedDict[Any, Any] = OrderedDict()
+        self._creating: dict[Any, asyncio.Lock] = {}
+
+    def __len__(self) -> int:
+        return len(self._instances)
+
+    async def get(self, key: Any, create: Callable[[], Any]) -> Any:
+        """The instance for `key`; `create` runs (in a thread) only when there is none.
+        A constructor that raises leaves no instance: the next call tries again."""
+        instance = self._instances.get(key)
+        if instance is not None:
+            self._instances.move_to_end(key)
+            return instance
+        lock = self._creating.setdefault(key, asyncio.Lock())
+        async with lock:  # two first calls of one handle build one instance
+            instance = self._instances.get(key)
+            if instance is None:
+                try:
+                    instance = await asyncio.to_thread(create)
+                finally:
+                    self._creating.pop(key, None)
+                self._instances[key] = instance
+                if len(self._instances) > self._limit:
+                    dropped, _ = self._instances.popitem(last=False)
+                    logger.warning("dropped class instance %s: more than %d instances live",
+                                   dropped, self._limit)
+            return instance
+
+
+def public_method(instance: Any, name: str) -> Callable[..., Any]:
+    """The bound public method `name`, or an AttributeError that lists the ones there are."""
+    method = None if name.startswith("_") else getattr(instance, name, None)
+    if not callable(method):
+        methods = sorted(m for m in dir(type(instance))
+                         if not m.startswith("_") and callable(getattr(instance, m, None)))
+        raise AttributeError(f"'{type(instance).__name__}' has no public method '{name}'; "
+                             f"its methods: {', '.join(methods) or 'none'}")
+    return method  # type: ignore[no-any-return]
+
+
+async def run_callable(func: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """Await coroutine functions here; run the others in a thread (the loop stays free)."""
+    if inspect.iscoroutinefunction(func):
+        return await func(*args, **kwargs)
+    value = await asyncio.to_thread(func, *args, **kwargs)
+    if inspect.isawaitable(value):
+        value = await value
+    return value
+
+
 def _failure(exc: Exception, captured: list[tuple[str, str]]) -> dict[str, Any]:
     return {
         "success": False,
@@ -166,13 +266,29 @@ async def execute(store: FunctionStore, request: CallRequest) -> dict[str, Any]:
     with output.capture() as captured:
         try:
             args, kwargs = serialization.decode(request.args)
-            if inspect.iscoroutinefunction(func):
-                value = await func(*args, **kwargs)
-            else:
-                value = await asyncio.to_thread(func, *args, **kwargs)
-                if inspect.isawaitable(value):
-                    value = await value
-            result = serialization.encode(value)
+            result = serialization.encode(await run_callable(func, args, kwargs))
+        except Exception as exc:
+            return _failure(exc, captured)
+    return {"success": True, "result": result, "output": captured}
+
+
+async def execute_method(
+    store: FunctionStore, instances: Instances, request: MethodCallRequest
+) -> dict[str, Any]:
+    """Run one method call on its handle's instance (created here on the handle's first
+    call, or again after the worker that held it went away); `execute`'s result shape."""
+    cls = store.get(request.class_request())
+
+    def create() -> Any:
+        args, kwargs = serialization.decode(request.constructor)
+        return cls(*args, **kwargs)
+
+    with output.capture() as captured:
+        try:
+            instance = await instances.get((request.session, request.instance_id), create)
+            method = public_method(instance, request.method_name)
+            args, kwargs = serialization.decode(request.args)
+            result = serialization.encode(await run_callable(method, args, kwargs))
         except Exception as exc:
             return _failure(exc, captured)
     return {"success": True, "result": result, "output": captured}

@@ -9,14 +9,12 @@ in threads, so heartbeats and stop signals keep flowing while user code works.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import json
 import logging
 import os
 import re
 import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
@@ -28,13 +26,18 @@ from runpod_flash.http.aio import ConnectionPool, Timeouts
 from runpod_flash.runtime.executor import (
     CallRequest,
     FunctionStore,
+    Instances,
+    MethodCallRequest,
     execute,
+    execute_method,
     format_remote_traceback,
+    public_method,
+    run_callable,
 )
+from runpod_flash.runtime.project import load_function, resource_entry
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FILE = "flash_manifest.json"
 RUNPOD_VERSION = "openflash"
 ERROR_BACKOFF_S = 1.0  # after a failed or refused job-take, ping or job-stop poll
 POLL_TIMEOUT_S = 90.0  # the platform holds long-polls ~20 s; give up well after that
@@ -169,13 +172,19 @@ def _encode_result(body: dict[str, Any]) -> bytes:
 
 
 class LiveRunner:
-    """Runs shipped functions, as the live worker's `/execute` does, with one warm store."""
+    """Runs shipped functions, as the live worker's `/execute` does, with one warm store,
+    and methods of shipped classes on the instances their callers' handles name."""
 
     def __init__(self) -> None:
         self._store = FunctionStore()
+        self._instances = Instances()
 
     async def __call__(self, job_input: Any, stream: StreamSender) -> dict[str, Any]:
-        result = await execute(self._store, CallRequest.from_json(job_input))
+        if isinstance(job_input, dict) and "class_name" in job_input:
+            result = await execute_method(self._store, self._instances,
+                                          MethodCallRequest.from_json(job_input))
+        else:
+            result = await execute(self._store, CallRequest.from_json(job_input))
         if result["success"]:
             return {"output": {"result": result["result"], "output": result["output"]}}
         return _error_json(
@@ -184,43 +193,44 @@ class LiveRunner:
         )
 
 
+CLASS_CALL_KEYS = ("method", "instance_id", "constructor_args", "constructor_kwargs")
+
+
 class DeployedRunner:
-    """Runs a deployed resource's functions, called with the job input as keyword arguments."""
+    """Runs a deployed resource's functions, called with the job input as keyword arguments.
+
+    A class is called as `{"method": "predict", ...kwargs}` (plus `"function": "Model"` when
+    the resource has several); its instance is created on first use and kept, one per
+    `instance_id` (an SDK handle's; none means the worker's default instance), with
+    `constructor_args`/`constructor_kwargs` applied when it is created.
+    """
 
     def __init__(self, functions: dict[str, Callable[..., Any]]) -> None:
         if not functions:
             raise RuntimeError("queue worker: the resource has no functions")
         self._functions = functions
+        self._instances = Instances()
 
     @classmethod
     def from_app_dir(cls, app_dir: Path, resource_name: str) -> DeployedRunner:
-        path = app_dir / MANIFEST_FILE
-        try:
-            resources = json.loads(path.read_text())["resources"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise RuntimeError(f"Cannot read the build manifest {path}: {exc}") from exc
-        if resource_name not in resources:
-            raise RuntimeError(
-                f"Resource '{resource_name}' is not in {path} (it has: "
-                f"{', '.join(sorted(resources)) or 'none'}); rebuild and redeploy the project"
-            )
-        entry = str(app_dir)
-        if entry in sys.path:
-            sys.path.remove(entry)
-        sys.path.insert(0, entry)
-        functions = resources[resource_name].get("functions", [])
-        return cls({f["name"]: _import_function(f["module"], f["name"]) for f in functions})
+        functions = resource_entry(app_dir, resource_name).get("functions", [])
+        return cls({f["name"]: load_function(app_dir, f["module"], f["name"], resource_name)
+                    for f in functions})
 
     def _select(self, kwargs: dict[str, Any]) -> tuple[str, Callable[..., Any]]:
-        """The function the input names with `function`; optional when there is only one."""
+        """The function the input names with `function`; optional when there is only one
+        (or, for a `method` call, only one class)."""
         selector = kwargs.get("function")
         if isinstance(selector, str) and selector in self._functions:
             del kwargs["function"]
             return selector, self._functions[selector]
         available = ", ".join(sorted(self._functions))
+        classes = [name for name, f in self._functions.items() if inspect.isclass(f)]
+        if selector is None and "method" in kwargs and len(classes) == 1:
+            return classes[0], self._functions[classes[0]]
         if len(self._functions) == 1:
             name, func = next(iter(self._functions.items()))
-            if selector is None or "function" in inspect.signature(func).parameters:
+            if selector is None or "function" in _parameters(func):
                 return name, func
         if selector is None:
             raise ValueError(
@@ -233,6 +243,9 @@ class DeployedRunner:
             raise ValueError("job input must be a JSON object of keyword arguments")
         kwargs = dict(job_input)
         name, func = self._select(kwargs)
+        if inspect.isclass(func):
+            func = await self._method(name, func, kwargs)
+            name = f"{name}.{func.__name__}"
         try:
             inspect.signature(func).bind(**kwargs)
         except TypeError as exc:
@@ -243,31 +256,26 @@ class DeployedRunner:
                 await stream(item)
                 outputs.append(item)
             return {"output": outputs}
-        if inspect.iscoroutinefunction(func):
-            return {"output": await func(**kwargs)}
-        value = await asyncio.to_thread(func, **kwargs)
-        if inspect.isawaitable(value):
-            value = await value
-        return {"output": value}
+        return {"output": await run_callable(func, (), kwargs)}
 
-
-def _import_function(module_name: str, name: str) -> Callable[..., Any]:
-    """The plain user function, unwrapped where `@remote` wrapped it."""
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise RuntimeError(
-            f"Cannot import module '{module_name}': {type(exc).__name__}: {exc}"
-        ) from exc
-    func = getattr(module, name, None)
-    if func is None:
-        raise RuntimeError(
-            f"Module '{module_name}' has no function '{name}'; rebuild the project so the "
-            "manifest matches the code"
+    async def _method(
+        self, name: str, cls: type, kwargs: dict[str, Any]
+    ) -> Callable[..., Any]:
+        """The bound method a class call names, on its instance; its keys leave `kwargs`."""
+        method, instance_id, args, init = (kwargs.pop(key, None) for key in CLASS_CALL_KEYS)
+        if not isinstance(method, str):
+            raise ValueError(f"'{name}' is a class: the job input names the method to call "
+                             f"with \"method\", e.g. {{\"method\": \"predict\", ...}}")
+        if not isinstance(args or [], list) or not isinstance(init or {}, dict):
+            raise ValueError("constructor_args must be a list and constructor_kwargs an object")
+        instance = await self._instances.get(
+            (name, str(instance_id or "")), lambda: cls(*(args or []), **(init or {}))
         )
-    if hasattr(func, "func") and hasattr(func, "resource"):
-        func = func.func
-    return func  # type: ignore[no-any-return]
+        return public_method(instance, method)
+
+
+def _parameters(func: Callable[..., Any]) -> Any:
+    return inspect.signature(func).parameters
 
 
 _DONE = object()

@@ -7,11 +7,13 @@ import runpy
 import sys
 
 from runpod_flash.runtime.lifeline import exit_with_parent
+from runpod_flash.runtime.volume import attach_or_exit
 
 
 def main() -> None:
     if len(sys.argv) < 2:
         sys.exit("usage: python -m runpod_flash.runtime.script <script.py> [args...]")
+    attach_or_exit()  # before the lifeline thread: a mount namespace is per thread
     exit_with_parent()
     sys.argv = sys.argv[1:]
     runpy.run_path(sys.argv[0], run_name="__main__")

@@ -26,6 +26,7 @@ from runpod_flash.http.headers import Headers
 from runpod_flash.resources import ServerlessResource
 from runpod_flash.serialization import RemoteExecutionError
 from runpod_flash.streaming import SSE_MEDIA_TYPE, SSEDecoder, Walker, aread_items, read_items
+from runpod_flash.stubs.peers import peer_url
 
 DEFAULT_TIMEOUT_S = 30.0
 NOT_DEPLOYED = "Endpoint URL not available - endpoint may not be deployed"
@@ -46,6 +47,8 @@ def endpoint_url(resource: ServerlessResource) -> tuple[str, dict[str, str]]:
     from runpod_flash.control import deployed_endpoint_id
 
     api_key = os.environ.get("FLASH_API_KEY")
+    if not resource.endpoint_url:
+        resource.endpoint_url = peer_url(resource.name)  # inside a deployed worker
     if resource.endpoint_url:
         token = api_key or local_token()
         return resource.endpoint_url, {"Authorization": f"Bearer {token}"} if token else {}

@@ -24,6 +24,11 @@ from urllib.parse import urlsplit
 
 from runpod_flash import serialization
 from runpod_flash.control import Platform, PlatformError, ensure_platform
+from runpod_flash.dependencies import (
+    APPROVED_KEY,
+    SystemPackagesRefused,
+    approve_system_packages,
+)
 from runpod_flash.http.aio import ConnectionPool, Timeouts
 from runpod_flash.http.aio import Response as AsyncResponse
 from runpod_flash.http.blocking import Response, open_response
@@ -92,9 +97,18 @@ class LiveEndpoint:
         self._target = None
 
     def _provision(self) -> tuple[Platform, str]:
+        spec = self.spec
+        if spec["system_dependencies"]:  # asked here: the platform is a daemon and cannot ask
+            try:
+                approved = approve_system_packages(self.name, spec["system_dependencies"])
+            except (SystemPackagesRefused, ValueError) as exc:
+                raise ProvisioningError(
+                    f"Could not provision endpoint '{self.name}': {exc}"
+                ) from None
+            spec = {**spec, APPROVED_KEY: approved} if approved else spec
         platform = ensure_platform()
         try:
-            summary = platform.call("POST", "/api/v1/endpoints/live", self.spec)
+            summary = platform.call("POST", "/api/v1/endpoints/live", spec)
             shown = 0
             deadline = time.monotonic() + PROVISION_TIMEOUT_S
             while summary["status"] == "building" and time.monotonic() < deadline:

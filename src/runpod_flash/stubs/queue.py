@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +21,8 @@ from runpod_flash.http.blocking import request
 from runpod_flash.resources import ServerlessResource
 from runpod_flash.stubs.http_route import _json_or_type_error, _raise_for, endpoint_url
 from runpod_flash.stubs.live import SESSION, LiveEndpoint, _replay_output, _seconds
+
+logger = logging.getLogger("runpod_flash")
 
 DEFAULT_TIMEOUT_S = 30.0
 MAX_RUNSYNC_WAIT_MS = 300_000
@@ -66,6 +71,31 @@ def _error_details(error: str) -> dict[str, Any]:
     return details if isinstance(details, dict) else {"error_message": error}
 
 
+def _live_result(job: dict[str, Any]) -> Any:
+    """A live job's value, or its remote exception raised here (output replayed either way)."""
+    if job["status"] == "COMPLETED":
+        output = job.get("output") or {}
+        _replay_output(output.get("output") or [])
+        return serialization.decode(output["result"])
+    details = _error_details(job.get("error") or "job failed")
+    _replay_output(details.get("output") or [])
+    raise serialization.rebuild_exception(
+        details.get("exception"), details.get("error_type", "RemoteExecutionError"),
+        details.get("error_message", ""), details.get("error_traceback", ""),
+    )
+
+
+def _run_live(endpoint: LiveEndpoint, job_input: dict[str, Any], timeout: float,
+              affinity: str | None = None) -> dict[str, Any]:
+    platform, url = endpoint.target()
+    queue_url = url.replace("/ep/", "/v2/", 1)
+    body: dict[str, Any] = {"input": job_input,
+                            "policy": {"executionTimeout": int(timeout * 1000)}}
+    if affinity:
+        body["affinity"] = affinity
+    return _run_job(platform.auth, queue_url, body, timeout, endpoint.name)
+
+
 def call_live(
     endpoint: LiveEndpoint,
     shipped: Callable[[], tuple[str, str]],
@@ -82,20 +112,89 @@ def call_live(
         "function_name": function_name, "function_hash": function_hash, "session": SESSION,
         "args": serialization.encode((args, kwargs), module_name), "function": payload,
     }
-    platform, url = endpoint.target()
-    queue_url = url.replace("/ep/", "/v2/", 1)
-    body = {"input": job_input, "policy": {"executionTimeout": int(timeout * 1000)}}
-    job = _run_job(platform.auth, queue_url, body, timeout, endpoint.name)
+    return _live_result(_run_live(endpoint, job_input, timeout))
+
+
+class InstanceRef:
+    """One handle's instance on the workers: its id, constructor arguments, and the worker
+    that holds it (its calls are queued for that worker while it serves)."""
+
+    def __init__(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.cls = cls
+        self.args = args
+        self.kwargs = kwargs
+        self.instance_id = f"{cls.__name__}_{uuid.uuid4().hex[:8]}"
+        self.worker_id: str | None = None
+        self.lock = threading.Lock()  # the first call creates the instance; others wait
+        self._constructor: str | None = None
+
+    def constructor(self) -> str:
+        """The encoded constructor arguments (encoded once)."""
+        if self._constructor is None:
+            self._constructor = serialization.encode((self.args, self.kwargs),
+                                                     self.cls.__module__)
+        return self._constructor
+
+    def ran_on(self, job: dict[str, Any]) -> None:
+        """Note where a completed call ran; a new worker means a new instance."""
+        worker = job.get("workerId")
+        if job["status"] != "COMPLETED" or not worker:
+            return
+        if self.worker_id is not None and worker != self.worker_id:
+            logger.warning(
+                "%s instance %s was created again on worker %s: worker %s, which held it, "
+                "is gone (the instance's state starts over)",
+                self.cls.__name__, self.instance_id, worker, self.worker_id,
+            )
+        self.worker_id = worker
+
+
+def call_live_method(
+    endpoint: LiveEndpoint,
+    shipped: Callable[[], tuple[str, str]],
+    ref: InstanceRef,
+    method: str,
+    timeout_s: float | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Run a method of a shipped class on the handle's instance, as a live queue job."""
+    timeout = timeout_s or DEFAULT_TIMEOUT_S
+    payload, class_hash = shipped()
+    job_input = {
+        "class_name": ref.cls.__name__, "class_hash": class_hash, "session": SESSION,
+        "instance_id": ref.instance_id, "constructor": ref.constructor(),
+        "method_name": method, "class": payload,
+        "args": serialization.encode((args, kwargs), ref.cls.__module__),
+    }
+    job = _run_live(endpoint, job_input, timeout, ref.worker_id)
+    ref.ran_on(job)
+    return _live_result(job)
+
+
+def _deployed_result(resource: ServerlessResource, func: Callable[..., Any],
+                     job: dict[str, Any]) -> Any:
     if job["status"] == "COMPLETED":
-        output = job.get("output") or {}
-        _replay_output(output.get("output") or [])
-        return serialization.decode(output["result"])
+        return job.get("output")
     details = _error_details(job.get("error") or "job failed")
-    _replay_output(details.get("output") or [])
-    raise serialization.rebuild_exception(
-        details.get("exception"), details.get("error_type", "RemoteExecutionError"),
-        details.get("error_message", ""), details.get("error_traceback", ""),
+    if "error_type" in details:
+        _raise_for(func, resource.name, 500, json.dumps(
+            {"error": details.get("error_message", ""), "error_type": details["error_type"]}
+        ).encode())
+    raise serialization.RemoteExecutionError(
+        f"Remote execution on '{resource.name}' failed: {details.get('error_message')}"
     )
+
+
+def _run_deployed(resource: ServerlessResource, job_input: dict[str, Any],
+                  affinity: str | None = None) -> dict[str, Any]:
+    queue_url, auth = endpoint_url(resource)
+    timeout = resource.execution_timeout_s or DEFAULT_TIMEOUT_S
+    body: dict[str, Any] = {"input": job_input,
+                            "policy": {"executionTimeout": int(timeout * 1000)}}
+    if affinity:
+        body["affinity"] = affinity
+    return _run_job(auth, queue_url, body, timeout, resource.name)
 
 
 def call_deployed(
@@ -108,18 +207,27 @@ def call_deployed(
     bound = inspect.signature(func).bind(*args, **kwargs)  # TypeError for wrong arguments
     values = dict(bound.arguments)
     _json_or_type_error(func, values)
-    queue_url, auth = endpoint_url(resource)
-    timeout = resource.execution_timeout_s or DEFAULT_TIMEOUT_S
-    body = {"input": {"function": func.__name__, **values},
-            "policy": {"executionTimeout": int(timeout * 1000)}}
-    job = _run_job(auth, queue_url, body, timeout, resource.name)
-    if job["status"] == "COMPLETED":
-        return job.get("output")
-    details = _error_details(job.get("error") or "job failed")
-    if "error_type" in details:
-        _raise_for(func, resource.name, 500, json.dumps(
-            {"error": details.get("error_message", ""), "error_type": details["error_type"]}
-        ).encode())
-    raise serialization.RemoteExecutionError(
-        f"Remote execution on '{resource.name}' failed: {details.get('error_message')}"
-    )
+    job = _run_deployed(resource, {"function": func.__name__, **values})
+    return _deployed_result(resource, func, job)
+
+
+def call_deployed_method(
+    resource: ServerlessResource,
+    ref: InstanceRef,
+    method: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """A deployed class endpoint's method: `{"method": ..., ...kwargs}` in plain JSON."""
+    func = getattr(ref.cls, method)
+    bound = inspect.signature(func).bind(None, *args, **kwargs)  # None stands for self
+    values = dict(list(bound.arguments.items())[1:])
+    _json_or_type_error(func, values)
+    _json_or_type_error(ref.cls, {"constructor arguments": [ref.args, ref.kwargs]})
+    job_input = {
+        "function": ref.cls.__name__, "method": method, "instance_id": ref.instance_id,
+        "constructor_args": list(ref.args), "constructor_kwargs": ref.kwargs, **values,
+    }
+    job = _run_deployed(resource, job_input, ref.worker_id)
+    ref.ran_on(job)
+    return _deployed_result(resource, func, job)
