@@ -102,9 +102,10 @@ def run_python(
 
 
 def flash(*args: str, env: dict[str, str] | None = None, cwd: Any = None,
-          timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    """Run the `flash` command line in a fresh interpreter, bounded in time."""
+          timeout: float = 240, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the `flash` command line in a fresh interpreter, bounded in time (`input`: what
+    is typed at its prompts)."""
     return subprocess.run(
         [sys.executable, "-m", "runpod_flash.cli", *args], capture_output=True, text=True,
-        timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})},
+        timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})}, input=input,
     )

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_WORKERS_MAX",
+    "DEFAULT_WORKERS_MIN",
     "CpuInstanceType",
     "CpuLiveLoadBalancer",
     "CpuLiveServerless",
@@ -42,6 +44,8 @@ _SPECIAL_HOMES = {
 if TYPE_CHECKING:
     from runpod_flash.decorator import remote
     from runpod_flash.resources import (
+        DEFAULT_WORKERS_MAX,
+        DEFAULT_WORKERS_MIN,
         CpuInstanceType,
         CpuLiveLoadBalancer,
         CpuLiveServerless,

@@ -30,9 +30,17 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "endpoint"
 
 
-def deployed_endpoint_id(name: str) -> str:
-    """A deployed endpoint's id is its name, so its URL stays the same across deploys."""
-    return slug(name)
+DEFAULT_ENVIRONMENT = "production"
+ENV_ENVIRONMENT = "FLASH_ENVIRONMENT"  # the environment a script's deployed calls address
+
+
+def deployed_endpoint_id(name: str, environment: str | None = None) -> str:
+    """A deployed endpoint's id is its name (its URL stays the same across deploys); outside
+    the `production` environment, the environment follows: `api--staging`."""
+    environment = environment or os.environ.get(ENV_ENVIRONMENT) or DEFAULT_ENVIRONMENT
+    if slug(environment) == DEFAULT_ENVIRONMENT:
+        return slug(name)
+    return f"{slug(name)}--{slug(environment)}"
 
 
 class PlatformError(RuntimeError):
@@ -72,11 +80,26 @@ class Platform:
         return parsed
 
 
+def saved_login() -> Platform | None:
+    """The remote platform `flash login` saved, unless FLASH_PLATFORM_URL names another."""
+    if os.environ.get(config.ENV_PLATFORM_URL):
+        return None
+    try:
+        login = config.read_login()
+    except ValueError as exc:
+        raise PlatformError(str(exc)) from None
+    return None if login is None else Platform(login.url, login.api_key)
+
+
 def local_token() -> str:
-    """This machine's platform token (`FLASH_PLATFORM_TOKEN` or the one in FLASH_HOME)."""
+    """The platform token: `FLASH_PLATFORM_TOKEN`, the API key `flash login` saved, or this
+    machine's (in FLASH_HOME)."""
     explicit = os.environ.get(config.ENV_PLATFORM_TOKEN)
     if explicit:
         return explicit
+    login = saved_login()
+    if login is not None:
+        return login.token
     try:
         return (config.flash_home() / "token").read_text().strip()
     except FileNotFoundError:
@@ -99,7 +122,18 @@ def _published_url() -> str | None:
 
 
 def find_running() -> Platform | None:
-    """The platform at FLASH_PLATFORM_URL, or the one published in FLASH_HOME, if it answers."""
+    """The platform at FLASH_PLATFORM_URL, the one `flash login` saved, or the one published in
+    FLASH_HOME, if it answers. A saved one that does not answer is a PlatformError: the caller
+    asked for that platform, so another must not be used (or started) in its place."""
+    login = saved_login()
+    if login is not None:
+        if not _answers(login.url):
+            raise PlatformError(
+                f"the platform at {login.url} (saved by `flash login` in "
+                f"{config.login_path()}) does not answer; start it there, or run `flash logout` "
+                "to use the embedded platform"
+            )
+        return Platform(login.url, local_token())  # FLASH_PLATFORM_TOKEN still wins
     url = os.environ.get(config.ENV_PLATFORM_URL) or _published_url()
     if url and _answers(url.rstrip("/")):
         return Platform(url.rstrip("/"), local_token())

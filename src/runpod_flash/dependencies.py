@@ -34,10 +34,16 @@ class SystemPackagesRefused(RuntimeError):
     """Missing system packages were not approved for installation; the message says how to."""
 
 
+def requirement_name(requirement: str) -> str:
+    """The normalized project name a requirement installs: `Torch_Audio[x]>=2` is
+    `torch-audio`, so names compare exactly, whatever their spelling."""
+    name = re.split(r"[^A-Za-z0-9._-]", requirement.strip(), maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def is_framework(requirement: str) -> bool:
     """Whether a requirement names Flash itself, under this or the original's name."""
-    name = re.split(r"[^A-Za-z0-9._-]", requirement.strip(), maxsplit=1)[0]
-    return re.sub(r"[-_.]+", "-", name).lower() in FRAMEWORK_NAMES
+    return requirement_name(requirement) in FRAMEWORK_NAMES
 
 
 def split_framework(requirements: Iterable[str]) -> tuple[list[str], list[str]]:

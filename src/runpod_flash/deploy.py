@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runpod_flash.control import Platform, PlatformError, ensure_platform
 from runpod_flash.dependencies import (
@@ -17,6 +18,9 @@ from runpod_flash.dependencies import (
     SystemPackagesRefused,
     approve_system_packages,
 )
+
+if TYPE_CHECKING:
+    from runpod_flash.build import BuildResult
 
 UPLOAD_TIMEOUT_S = 600.0
 DEPLOY_TIMEOUT_S = 1800.0
@@ -26,19 +30,49 @@ class DeployError(RuntimeError):
     """The deployment failed; endpoints that were serving keep serving their old version."""
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where a deployment goes, and how its build is made: an app (default: the project's
+    name), one of its environments (default: chosen by the platform, as the original
+    chooses it), and `flash build`'s options."""
+
+    app: str | None = None
+    environment: str | None = None
+    exclude: Sequence[str] = ()
+    no_deps: bool = False
+    output: str | None = None
+
+    def fields(self) -> dict[str, str]:
+        return {key: value for key, value in
+                (("app", self.app), ("environment", self.environment)) if value}
+
+    def build(self, project_dir: Path, progress: Callable[[str], None]) -> BuildResult:
+        from runpod_flash.build import build_project
+
+        return build_project(project_dir, progress, environment=self.environment,
+                             exclude=self.exclude, no_deps=self.no_deps, output=self.output)
+
+
+def project_app(project_dir: Path) -> str:
+    """The app a project deploys into by default: flash.toml's project_name, else the
+    directory's name (as `flash build` names the project)."""
+    from runpod_flash.build.settings import load_settings
+
+    return load_settings(project_dir).project_name or Path(project_dir).resolve().name
+
+
 def deploy_project(
     project_dir: Path,
     only: list[str] | None = None,
     progress: Callable[[str], None] = lambda _: None,
     yes: bool = False,
+    target: Target = Target(),
 ) -> tuple[Platform, list[dict[str, Any]]]:
-    """Build `project_dir` and deploy its load-balanced endpoints; returns their results.
+    """Build `project_dir` and deploy its endpoints into `target`; returns their results.
 
     Missing system packages are shown and asked for first (`yes` skips the question).
     """
-    from runpod_flash.build import build_project
-
-    result = build_project(project_dir, progress)
+    result = target.build(project_dir, progress)
     approved = _approve_system_packages(result.manifest, only, yes)
     platform = ensure_platform()
     try:
@@ -47,7 +81,7 @@ def deploy_project(
         progress(f"uploaded artifact {result.artifact_sha256[:12]}")
         deployment = platform.call("POST", "/api/v1/deployments", {
             "artifact": result.artifact_sha256, "python": sys.executable, "resources": only,
-            APPROVED_KEY: approved,
+            APPROVED_KEY: approved, **target.fields(),
         })
         shown = 0
         deadline = time.monotonic() + DEPLOY_TIMEOUT_S
@@ -64,6 +98,24 @@ def deploy_project(
     if deployment["status"] != "succeeded":
         raise DeployError(deployment.get("error") or f"deployment is {deployment['status']}")
     return platform, deployment["results"]
+
+
+def preview_project(
+    project_dir: Path,
+    only: list[str] | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+    target: Target = Target(),
+) -> dict[str, Any]:
+    """Build `project_dir` and ask the platform what deploying it would change (nothing is
+    uploaded, created or started): `{"app", "environment", "changes": [...]}`."""
+    result = target.build(project_dir, progress)
+    try:
+        return ensure_platform().call("POST", "/api/v1/deployments/preview", {
+            "artifact": result.artifact_sha256, "python": sys.executable, "resources": only,
+            "manifest": result.manifest, **target.fields(),
+        })
+    except PlatformError as exc:
+        raise DeployError(str(exc)) from None
 
 
 def _approve_system_packages(

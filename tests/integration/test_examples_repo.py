@@ -23,6 +23,7 @@ from helpers import flash, platform_in, platform_status, run_python, wait_for, w
 
 PROJECT = Path(__file__).parent / "projects" / "examples_repo"
 PIPELINE_STEPS = ("01_03_cpu", "01_03_gpu")
+PIPELINE_STEP_IDS = ["01-03-cpu", "01-03-gpu"]  # production endpoints: the resource names
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def test_the_pipeline_route_calls_the_deployed_endpoints_of_its_steps(
                   {"text": "I  LOVE this great thing"})
     assert answer["status"] == 200
     assert answer["body"] == {"label": "positive", "metadata": {"word_count": 5},
-                              "steps": list(PIPELINE_STEPS)}
+                              "steps": PIPELINE_STEP_IDS, "stage": None}
     endpoints = platform_status()["endpoints"]
     live_steps = [e for e in endpoints if e["kind"] == "live" and e["name"] in PIPELINE_STEPS]
     assert live_steps == []  # the deployment's own endpoints ran every step

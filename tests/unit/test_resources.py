@@ -98,7 +98,7 @@ def test_per_class_defaults(cls: type[ServerlessResource]) -> None:
         assert r.gpuCount == 0
         assert r.instanceIds == [CpuInstanceType.CPU3G_2_8]
     else:
-        assert r.gpus == [GpuGroup.ANY]
+        assert r.gpus == GpuGroup.all()  # ANY, the default, expands as in the original
         assert r.gpuIds == ",".join(g.value for g in GpuGroup.all())
         assert r.gpuCount == 1
         assert r.instanceIds is None
@@ -115,7 +115,7 @@ def test_defaults_are_not_shared_between_instances() -> None:
     a.gpus.append(GpuGroup.ADA_24)
     b = ServerlessEndpoint(name="b")
     assert b.env == {}
-    assert b.gpus == [GpuGroup.ANY]
+    assert b.gpus == GpuGroup.all()
 
 
 # --- hierarchy and flags -------------------------------------------------------------------------

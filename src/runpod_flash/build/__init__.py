@@ -6,11 +6,12 @@ with FLASH_BUILD=1, only to read the live resource objects.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runpod_flash.dependencies import requirement_name
 from runpod_flash.envfile import EnvFileError, load_project_env
 
 from .artifact import MANIFEST_NAME, write_artifact
@@ -84,13 +85,65 @@ def _load_env(project_dir: Path, progress: Callable[[str], None]) -> None:
         progress(f"Loaded {', '.join(loaded)} from .env")
 
 
+def _trim_dependencies(
+    manifest: dict[str, Any], exclude: Sequence[str], no_deps: bool,
+    progress: Callable[[str], None],
+) -> None:
+    """`--exclude` and `--no-deps`: what the workers' environments are built from.
+
+    The platform builds those environments from the manifest, on top of the Python that
+    deploys; what is left out here is used from that Python's packages (the original assumes
+    excluded packages are in its base image, and `--no-deps` skips installing any)."""
+    wanted = {requirement_name(name): name for name in exclude}
+    resources = list(manifest["resources"].values())
+    matched: set[str] = set()
+    for resource in resources:
+        kept = []
+        for requirement in resource["dependencies"]:
+            name = requirement_name(requirement)
+            if name in wanted:
+                matched.add(name)
+            else:
+                kept.append(requirement)
+        resource["dependencies"] = kept
+    if matched:
+        progress(f"Excluded {', '.join(sorted(matched))}: workers use the installed ones")
+    unmatched = [name for key, name in wanted.items() if key not in matched]
+    if unmatched:
+        progress(f"warning: No packages matched exclusions: {', '.join(unmatched)}")
+    if no_deps:
+        skipped = sorted({d for resource in resources for d in resource["dependencies"]})
+        for resource in resources:
+            resource["dependencies"] = []
+        if skipped:
+            progress(f"--no-deps: no environment is built for {', '.join(skipped)}; workers "
+                     "run with the packages installed where `flash deploy` runs")
+
+
+def _check_output_name(output: str) -> None:
+    if output in ("", ".", "..", MANIFEST_NAME) or Path(output).name != output:
+        raise BuildError(
+            f"--output {output!r} must be a plain file name (the artifact is written in "
+            f"{OUTPUT_DIR}/), e.g. -o app.tar.gz"
+        )
+
+
 def build_project(
-    project_dir: Path, progress: Callable[[str], None] = lambda _: None
+    project_dir: Path, progress: Callable[[str], None] = lambda _: None, *,
+    environment: str | None = None,
+    exclude: Sequence[str] = (),
+    no_deps: bool = False,
+    output: str | None = None,
 ) -> BuildResult:
-    """Build `project_dir` into `.flash/flash_manifest.json` and `.flash/artifact.tar.gz`."""
+    """Build `project_dir` into `.flash/flash_manifest.json` and `.flash/<output>` (default
+    artifact.tar.gz);
+    `environment` picks its `[environments.<env>]` overrides from flash.toml; `exclude` and
+    `no_deps` leave requirements out of the workers' environments."""
     project_dir = Path(project_dir).resolve()
     if not project_dir.is_dir():
         raise BuildError(f"{project_dir} is not a directory")
+    output = output or ARTIFACT_NAME
+    _check_output_name(output)
     _load_env(project_dir, progress)
     files = collect_files(project_dir)
     py_files = [f for f in files if f.endswith(".py")]
@@ -125,21 +178,22 @@ def build_project(
         )
         groups = group_by_resource(functions, live)
     specs = {name: dict(group.resource.spec) for name, group in groups.items()}
-    apply_overrides(specs, settings)
+    apply_overrides(specs, settings, environment)
     requirements = read_requirements(project_dir, lambda warning: progress(f"warning: {warning}"))
     manifest = build_manifest(settings.project_name or project_dir.name, groups, specs,
                               requirements)
     add_handlers(manifest, settings.handlers, set(files), requirements)
-    output = project_dir / OUTPUT_DIR
+    _trim_dependencies(manifest, exclude, no_deps, progress)
+    output_dir = project_dir / OUTPUT_DIR
     packaged = [f for f in files if f != MANIFEST_NAME]
     progress(f"Packaging {len(packaged)} files")
     reproducible = {key: value for key, value in manifest.items() if key != "generated_at"}
-    artifact_path = output / ARTIFACT_NAME
+    artifact_path = output_dir / output
     sha256, size = write_artifact(
         project_dir, packaged, manifest_json(reproducible), artifact_path
     )
     # Written last, so a failed build never leaves a manifest that disagrees with the artifact.
-    manifest_path = output / MANIFEST_NAME
+    manifest_path = output_dir / MANIFEST_NAME
     write_manifest(manifest_path, manifest)
     progress(f"Built {manifest['project_name']}: {len(functions)} functions on "
              f"{len(manifest['resources'])} endpoints, {size / 1024:.1f} KiB")

@@ -1,4 +1,5 @@
-"""`flash.toml`: the project name and per-endpoint overrides, checked strictly.
+"""`flash.toml`: the project name and per-endpoint overrides (for every environment, and per
+environment under `[environments.<env>.endpoints.<name>]`), checked strictly.
 
 Typos here would silently deploy the wrong scale, so every unknown name or wrong type is a
 BuildError that lists what is allowed.
@@ -19,7 +20,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 SETTINGS_FILE = "flash.toml"
-TOP_LEVEL_KEYS = ("project_name", "endpoints", "handlers")
+TOP_LEVEL_KEYS = ("project_name", "endpoints", "handlers", "environments")
 # Overridable integer settings and their minimums (the same as the resource models').
 INTEGER_KEYS = {
     "workersMin": 0, "workersMax": 1, "idleTimeout": 0, "scalerValue": 1, "gpuCount": 0,
@@ -34,6 +35,7 @@ class Settings:
     project_name: str | None = None
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
     handlers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    environments: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 def _reject_unknown(table: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
@@ -57,8 +59,8 @@ def _check_handler(name: str, table: Any) -> dict[str, Any]:
     return table
 
 
-def _check_endpoint(name: str, table: Any) -> dict[str, Any]:
-    where = f"[endpoints.\"{name}\"]"
+def _check_endpoint(name: str, table: Any, prefix: str = "") -> dict[str, Any]:
+    where = f"[{prefix}endpoints.\"{name}\"]"
     if not isinstance(table, dict):
         raise BuildError(f"{SETTINGS_FILE}: {where} must be a table of settings")
     return _check_settings(where, table, ENDPOINT_KEYS)
@@ -110,29 +112,61 @@ def load_settings(project_dir: Path) -> Settings:
         project_name=project_name,
         endpoints={name: _check_endpoint(name, table) for name, table in endpoints.items()},
         handlers={name: _check_handler(name, table) for name, table in handlers.items()},
+        environments=_check_environments(data.get("environments", {})),
     )
 
 
-def apply_overrides(specs: dict[str, dict[str, Any]], settings: Settings) -> None:
-    """Apply the `[endpoints.<name>]` tables to the specs in place (`env` is merged)."""
-    for name, overrides in settings.endpoints.items():
-        if name not in specs:
-            known = ", ".join(specs) or "none"
-            raise BuildError(
-                f"{SETTINGS_FILE}: [endpoints.\"{name}\"] matches no resource; resources in "
-                f"this project: {known}"
-            )
-        spec = specs[name]
-        where = f"[endpoints.\"{name}\"]"
-        if overrides.get("gpuCount") and spec.get("cpu"):
-            raise BuildError(
-                f"{SETTINGS_FILE}: {where} gpuCount: '{name}' runs on CPU workers and takes "
-                "no GPUs; remove gpuCount"
-            )
-        spec.update({k: v for k, v in overrides.items() if k != "env"})
-        spec["env"] = {**spec.get("env", {}), **overrides.get("env", {})}
-        if spec["workersMin"] > spec["workersMax"]:
-            raise BuildError(
-                f"{SETTINGS_FILE}: {where} workersMin ({spec['workersMin']}) cannot be greater "
-                f"than workersMax ({spec['workersMax']})"
-            )
+def _check_environments(environments: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    """`[environments.<env>.endpoints.<name>]`: overrides for one environment only."""
+    if not isinstance(environments, dict):
+        raise BuildError(f"{SETTINGS_FILE}: environments must be tables: "
+                         "[environments.<env>.endpoints.<name>]")
+    checked = {}
+    for env, table in environments.items():
+        prefix = f"environments.\"{env}\"."
+        if not isinstance(table, dict):
+            raise BuildError(f"{SETTINGS_FILE}: [{prefix[:-1]}] must be a table")
+        _reject_unknown(table, ("endpoints",), f"[{prefix[:-1]}]")
+        endpoints = table.get("endpoints", {})
+        if not isinstance(endpoints, dict):
+            raise BuildError(f"{SETTINGS_FILE}: [{prefix}endpoints] must be tables: "
+                             f"[{prefix}endpoints.<name>]")
+        checked[env] = {name: _check_endpoint(name, value, prefix)
+                        for name, value in endpoints.items()}
+    return checked
+
+
+def apply_overrides(
+    specs: dict[str, dict[str, Any]], settings: Settings, environment: str | None = None
+) -> None:
+    """Apply the `[endpoints.<name>]` tables, then those of the environment being deployed
+    (`[environments.<env>.endpoints.<name>]`), to the specs in place (`env` is merged)."""
+    layers = [("", settings.endpoints)]
+    if environment is not None:
+        layers.append((f"environments.\"{environment}\".",
+                       settings.environments.get(environment, {})))
+    for prefix, tables in layers:
+        for name, overrides in tables.items():
+            _apply(specs, name, overrides, f"[{prefix}endpoints.\"{name}\"]")
+
+
+def _apply(specs: dict[str, dict[str, Any]], name: str, overrides: dict[str, Any], where: str
+           ) -> None:
+    if name not in specs:
+        known = ", ".join(specs) or "none"
+        raise BuildError(
+            f"{SETTINGS_FILE}: {where} matches no resource; resources in this project: {known}"
+        )
+    spec = specs[name]
+    if overrides.get("gpuCount") and spec.get("cpu"):
+        raise BuildError(
+            f"{SETTINGS_FILE}: {where} gpuCount: '{name}' runs on CPU workers and takes "
+            "no GPUs; remove gpuCount"
+        )
+    spec.update({k: v for k, v in overrides.items() if k != "env"})
+    spec["env"] = {**spec.get("env", {}), **overrides.get("env", {})}
+    if spec["workersMin"] > spec["workersMax"]:
+        raise BuildError(
+            f"{SETTINGS_FILE}: {where} workersMin ({spec['workersMin']}) cannot be greater "
+            f"than workersMax ({spec['workersMax']})"
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime
+from difflib import get_close_matches
 from urllib.parse import quote
 
 import typer
@@ -44,7 +45,8 @@ def status(
         return
     table = Table()
     table.add_column("endpoint", no_wrap=True)
-    for title in ("type", "status", "workers", "traffic", "URL", "routes", "env", "deployed"):
+    for title in ("type, app/env", "status", "workers", "traffic", "URL", "routes", "env",
+                  "deployed"):
         table.add_column(title, overflow="fold")
     for endpoint in endpoints:
         states = [w["state"] for w in endpoint["workers"]]
@@ -53,8 +55,11 @@ def status(
             status_text += f": {endpoint['error']}"
         elif endpoint["last_start_failure"]:
             status_text += f" (workers failing: {endpoint['last_start_failure']})"
+        kind = f"{endpoint['kind']} {endpoint['type']}"
+        if endpoint.get("environment"):
+            kind += f"\n{endpoint['app']}/{endpoint['environment']}"
         table.add_row(
-            endpoint["name"], f"{endpoint['kind']} {endpoint['type']}", status_text,
+            endpoint["name"], kind, status_text,
             f"{states.count('ready')} ready / {states.count('starting')} starting",
             _traffic(endpoint["stats"]), endpoint["url"], "\n".join(endpoint["routes"]),
             "\n".join(f"{name}={value}" for name, value in endpoint["env"].items()),
@@ -73,48 +78,136 @@ def _traffic(stats: dict[str, int]) -> str:
     return text
 
 
-def undeploy(
-    name: str = typer.Argument(None, help="Endpoint name."),
-    all_endpoints: bool = typer.Option(False, "--all", help="Undeploy every deployed endpoint."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before --all."),
-) -> None:
-    """Stop an endpoint's workers (in-flight requests finish) and remove its routes."""
-    from runpod_flash.control import deployed_endpoint_id
+def _deployed(platform: client.Platform, environment: str | None) -> list[dict]:
+    """The deployed endpoints (of `environment` when given), with their URLs."""
+    return [
+        {**e, "url": platform.url + e["path"]}
+        for e in call(platform, "GET", "/api/v1/status")["endpoints"]
+        if e["kind"] == "deployed" and environment in (None, e.get("environment"))
+    ]
 
-    if bool(name) == all_endpoints:
-        fail("give an endpoint name or --all (not both)")
+
+def _label(endpoint: dict) -> str:
+    where = endpoint.get("environment")
+    return f"{endpoint['name']} ({where})" if where else endpoint["name"]
+
+
+def _print_deployed(endpoints: list[dict], numbered: bool = False) -> None:
+    """`flash undeploy list`, and the choices of `--interactive`."""
+    if not endpoints:
+        console.print("no deployed endpoints")
+        return
+    table = Table()
+    if numbered:
+        table.add_column("#", justify="right")
+    table.add_column("endpoint", no_wrap=True)
+    with_environment = any("environment" in e for e in endpoints)
+    if with_environment:
+        table.add_column("environment")
+    for title in ("status", "URL", "workers"):
+        table.add_column(title, overflow="fold")
+    for number, endpoint in enumerate(endpoints, 1):
+        states = [w["state"] for w in endpoint["workers"]]
+        status_text = ("[green]active[/green]" if endpoint["status"] == "ready" else
+                       f"[red]inactive[/red] ({endpoint['error'] or endpoint['status']})")
+        row = [str(number)] if numbered else []
+        row.append(endpoint["name"])
+        if with_environment:
+            row.append(endpoint.get("environment") or "")
+        starting = states.count("starting")
+        row += [status_text, endpoint["url"], f"{states.count('ready')} ready"
+                + (f", {starting} starting" if starting else "")]
+        table.add_row(*row)
+    console.print(table)
+
+
+def _named(endpoints: list[dict], name: str, environment: str | None) -> list[dict]:
+    """The deployed endpoints NAME means (its name or id); one environment's, or an error."""
+    matches = [e for e in endpoints if client.slug(name) in (client.slug(e["name"]), e["id"])]
+    if not matches:
+        close = get_close_matches(name, sorted({e["name"] for e in endpoints}), n=1)
+        hint = f"Did you mean '{close[0]}'? " if close else ""
+        where = f" in environment '{environment}'" if environment else ""
+        fail(f"no deployed endpoint named '{name}'{where}. {hint}"
+             "`flash undeploy list` shows them")
+    environments = sorted({e.get("environment") or "" for e in matches})
+    if len(environments) > 1:
+        fail(f"'{name}' is deployed in environments {', '.join(environments)}; choose one with "
+             "--env/-e NAME")
+    return matches
+
+
+def _pick(endpoints: list[dict]) -> list[dict]:
+    """`--interactive`: endpoints chosen by their numbers in the printed list."""
+    _print_deployed(endpoints, numbered=True)
+    answer = typer.prompt("Endpoints to undeploy (numbers, e.g. 1,3)", default="",
+                          show_default=False)
+    try:
+        numbers = {int(part) for part in answer.replace(",", " ").split()}
+    except ValueError:
+        fail(f"{answer!r} is not a list of numbers; give numbers from the list, e.g. 1,3")
+    wrong = sorted(n for n in numbers if not 1 <= n <= len(endpoints))
+    if wrong:
+        fail(f"no endpoint numbered {', '.join(map(str, wrong))}; the list has "
+             f"1-{len(endpoints)}")
+    return [endpoints[n - 1] for n in sorted(numbers)]
+
+
+def undeploy(
+    name: str = typer.Argument(
+        None, help="Endpoint name, or `list` to show the deployed endpoints."),
+    all_endpoints: bool = typer.Option(False, "--all", help="Undeploy every deployed endpoint."),
+    interactive: bool = typer.Option(
+        False, "--interactive", "-i", help="Choose the endpoints from a numbered list."),
+    force: bool = typer.Option(
+        False, "--force", "-f", "--yes", "-y", help="Do not ask for confirmation."),
+    environment: str = typer.Option(
+        None, "--env", "-e", help="Only endpoints of this environment."),
+) -> None:
+    """Stop endpoints' workers (in-flight requests finish) and remove their routes; `flash
+    undeploy list` shows the deployed endpoints."""
+    if (bool(name) + all_endpoints + interactive) != 1:
+        fail("give an endpoint name, --all or --interactive (one of them); "
+             "`flash undeploy list` shows the deployed endpoints")
     platform = connect()
-    if all_endpoints:
-        names = [e["id"] for e in call(platform, "GET", "/api/v1/status")["endpoints"]
-                 if e["kind"] == "deployed"]
-        if not names:
-            console.print("no deployed endpoints")
-            return
-        if not yes and not typer.confirm(f"Undeploy {', '.join(names)}?"):
-            raise typer.Exit(1)
+    endpoints = _deployed(platform, environment)
+    if name == "list" or (not name and not endpoints):
+        _print_deployed(endpoints)
+        return
+    if name:
+        chosen = _named(endpoints, name, environment)
     else:
-        names = [deployed_endpoint_id(name)]
-    for endpoint_id in names:
-        call(platform, "DELETE", f"/api/v1/endpoints/{endpoint_id}")
-        console.print(f"undeployed {endpoint_id}")
+        chosen = _pick(endpoints) if interactive else endpoints
+        if not chosen:
+            console.print("nothing chosen; nothing undeployed")
+            return
+        if not force and not typer.confirm(f"Undeploy {', '.join(map(_label, chosen))}?"):
+            raise typer.Exit(1)
+    for endpoint in chosen:
+        call(platform, "DELETE", f"/api/v1/endpoints/{endpoint['id']}")
+        console.print(f"undeployed {_label(endpoint)}")
 
 
 def logs(
     name: str = typer.Argument(..., help="Endpoint name (or id of a live endpoint)."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
     tail: int = typer.Option(200, "--tail", help="Lines to show first."),
+    worker: str = typer.Option(
+        None, "--worker", "-w", help="Only this worker's log (ids as in `flash status --json`)."),
 ) -> None:
-    """Worker output of an endpoint."""
+    """Worker output of an endpoint (of all its workers, or of one)."""
     from runpod_flash.control import deployed_endpoint_id
 
     platform = connect()
     endpoint_id = name if name.startswith("live-") else deployed_endpoint_id(name)
-    answer = call(platform, "GET", f"/api/v1/endpoints/{endpoint_id}/logs?tail={tail}")
+    path = f"/api/v1/endpoints/{endpoint_id}/logs?"
+    if worker:
+        path += f"worker={quote(worker)}&"
+    answer = call(platform, "GET", f"{path}tail={tail}")
     while True:
         for line in answer["lines"]:
             typer.echo(line)
         if not follow:
             return
         time.sleep(0.5)
-        cursor = quote(json.dumps(answer["cursor"]))
-        answer = call(platform, "GET", f"/api/v1/endpoints/{endpoint_id}/logs?cursor={cursor}")
+        answer = call(platform, "GET", f"{path}cursor={quote(json.dumps(answer['cursor']))}")

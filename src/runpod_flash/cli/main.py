@@ -2,25 +2,49 @@
 
 from __future__ import annotations
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from runpod_flash import __version__
 from runpod_flash.cli import (
+    app_commands,
     dev_commands,
     endpoint_commands,
+    login_command,
     platform_commands,
     project_commands,
     volume_commands,
 )
 from runpod_flash.cli.init_command import init
+from runpod_flash.cli.output import fail
+from runpod_flash.control import PlatformError
+
+
+class FlashGroup(TyperGroup):
+    """The top-level group: a platform that refuses or does not answer is a one-line error in
+    every command, as when a platform saved by `flash login` is down (never a traceback).
+
+    Typos are typer's: `flash stauts` says `No such command 'stauts'. Did you mean 'status'?`
+    in every group, and click suggests options the same way."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except PlatformError as exc:
+            fail(str(exc))
+
 
 app = typer.Typer(
+    cls=FlashGroup,
     help="openflash: serve @remote functions as serverless endpoints on your own machine.",
     no_args_is_help=True,
     add_completion=False,
 )
 app.add_typer(platform_commands.app, name="platform")
 app.add_typer(volume_commands.app, name="volume")
+app.add_typer(app_commands.apps, name="app")
+app.add_typer(app_commands.environments, name="env")
 app.command()(init)
 app.command()(dev_commands.run)
 app.command()(project_commands.build)
@@ -28,11 +52,13 @@ app.command()(project_commands.deploy)
 app.command()(endpoint_commands.status)
 app.command()(endpoint_commands.undeploy)
 app.command()(endpoint_commands.logs)
+app.command()(login_command.login)
+app.command()(login_command.logout)
 
 
 def _show_version(value: bool) -> None:
     if value:
-        typer.echo(f"openflash {__version__}")
+        typer.echo(f"flash, version {__version__} (openflash {__version__})")
         raise typer.Exit()
 
 

@@ -89,6 +89,10 @@ def status(
 @app.command()
 def stop() -> None:
     """Stop the platform and every worker it started."""
+    login = client.saved_login()
+    if login is not None:
+        _fail(f"you are logged in to the platform at {login.url}, which runs on another "
+              "machine: stop it there, or `flash logout` to manage this machine's platform")
     platform = client.find_running()
     if platform is None:
         console.print("no platform is running")

@@ -8,24 +8,15 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
 from urllib.parse import quote
 
 import typer
 from rich.table import Table
 
-from runpod_flash import control as client
-from runpod_flash.cli.output import console, fail
+from runpod_flash.cli.output import call_platform, console
 
 app = typer.Typer(help="Network volumes: persistent folders workers see at /runpod-volume.",
                   no_args_is_help=True)
-
-
-def _call(method: str, path: str, body: Any = None) -> dict[str, Any]:
-    try:
-        return client.ensure_platform().call(method, path, body)
-    except (client.PlatformError, ConnectionError) as exc:
-        fail(str(exc))
 
 
 def _size(used: float) -> str:
@@ -41,7 +32,7 @@ def list_volumes(
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Volumes, where their data lives, space used and the endpoints using them."""
-    answer = _call("GET", "/api/v1/volumes")
+    answer = call_platform("GET", "/api/v1/volumes")
     if as_json:
         typer.echo(json.dumps(answer, indent=2))
         return
@@ -71,7 +62,7 @@ def create(
                              "not enforced)."),
 ) -> None:
     """Create a volume (an endpoint naming one creates it too)."""
-    answer = _call("POST", "/api/v1/volumes", {"name": name, "size": size})
+    answer = call_platform("POST", "/api/v1/volumes", {"name": name, "size": size})
     verb = "created" if answer["created"] else "already exists:"
     console.print(f"volume {answer['name']} {verb} {answer['path']}")
 
@@ -86,5 +77,5 @@ def delete(
     if not yes and not typer.confirm(f"Delete volume '{name}' and all its files?"):
         raise typer.Exit(1)
     query = "?force=1" if force else ""
-    answer = _call("DELETE", f"/api/v1/volumes/{quote(name, safe='')}{query}")
+    answer = call_platform("DELETE", f"/api/v1/volumes/{quote(name, safe='')}{query}")
     console.print(f"deleted volume {answer['deleted']} ({answer['path']})")

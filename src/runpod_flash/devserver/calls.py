@@ -195,17 +195,19 @@ class EndpointTracker:
     def scan(self) -> None:
         """Report the endpoints provisioned so far, including those of calls still running
         (their output is followed from the start)."""
-        for endpoint in list(live._endpoints.values()):
-            self._found(endpoint)
+        for endpoint, endpoint_id in live.provisioned():
+            self._report_once(endpoint, endpoint_id)
 
     def _found(self, endpoint: live.LiveEndpoint) -> bool:
-        cached = endpoint.cached_target()
-        if cached is None:  # not provisioned (yet), or the call failed before it existed
+        endpoint_id = endpoint.cached_id()
+        if endpoint_id is None:  # not provisioned (yet), or the call failed before it existed
             return False
-        endpoint_id = cached[1].rstrip("/").rsplit("/", 1)[-1]
+        self._report_once(endpoint, endpoint_id)
+        return True
+
+    def _report_once(self, endpoint: live.LiveEndpoint, endpoint_id: str) -> None:
         with self._lock:
             if endpoint_id in self._seen:
-                return True
+                return
             self._seen.add(endpoint_id)
         self._report(endpoint_id, endpoint.name)
-        return True

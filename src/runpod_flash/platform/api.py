@@ -18,6 +18,7 @@ from starlette.routing import Route
 from runpod_flash import __version__, config
 from runpod_flash.dependencies import APPROVED_KEY
 from runpod_flash.platform import artifacts
+from runpod_flash.platform.apps import AppError
 from runpod_flash.platform.deployments import Deployments, endpoint_specs
 from runpod_flash.platform.supervisor import Supervisor
 from runpod_flash.platform.volumes import VolumeRefused, users_by_volume
@@ -30,14 +31,9 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def build_routes(
-    supervisor: Supervisor,
-    deployments: Deployments,
-    token: str,
-    request_shutdown: Callable[[], None],
-) -> list[Route]:
+def token_guard(token: str) -> Callable[[Handler], Handler]:
+    """Wraps a handler so that only holders of the platform token reach it."""
     expected = f"Bearer {token}".encode()
-    started = time.time()
 
     def protected(handler: Handler) -> Handler:
         async def guarded(request: Request) -> Response:
@@ -47,6 +43,18 @@ def build_routes(
             return await handler(request)
 
         return guarded
+
+    return protected
+
+
+def build_routes(
+    supervisor: Supervisor,
+    deployments: Deployments,
+    token: str,
+    request_shutdown: Callable[[], None],
+) -> list[Route]:
+    started = time.time()
+    protected = token_guard(token)
 
     async def json_body(request: Request) -> Any:
         try:
@@ -98,16 +106,44 @@ def build_routes(
             return _error(400, str(exc))
         return JSONResponse({"sha256": request.path_params["sha256"], "app_dir": str(path)})
 
+    def deployment_specs(body: Any, manifest: dict[str, Any], create: bool
+                         ) -> tuple[list[dict[str, Any]], list[str]]:
+        """The specs a deployment request names, in the app and environment it goes to
+        (chosen, and created on first use unless previewing, as the original does)."""
+        app = body.get("app") or manifest.get("project_name")
+        environment = deployments.apps.choose_environment(
+            str(app), body.get("environment"), create=create)
+        return endpoint_specs(
+            manifest, str(body["artifact"]), str(body["python"]), body.get("resources"),
+            body.get(APPROVED_KEY), app=str(app), environment=environment,
+        )
+
     async def create_deployment(request: Request) -> Response:
         try:
             body = await json_body(request)
-            specs, skipped = endpoint_specs(
-                str(body["artifact"]), str(body["python"]), body.get("resources"),
-                body.get(APPROVED_KEY),
-            )
+            manifest = artifacts.manifest(str(body["artifact"]))
+            specs, skipped = deployment_specs(body, manifest, create=True)
+        except AppError as exc:
+            return _error(exc.status, str(exc))
         except (ValueError, KeyError, TypeError) as exc:
             return _error(400, f"invalid deployment request: {exc}")
         return JSONResponse(deployments.start(specs, skipped).summary(), status_code=202)
+
+    async def preview_deployment(request: Request) -> Response:
+        """What a deployment of this build would change; the build's manifest comes in the
+        body, so nothing is uploaded, created or started."""
+        try:
+            body = await json_body(request)
+            if not isinstance(body.get("manifest"), dict):
+                raise ValueError("the body needs the build's 'manifest'")
+            specs, _ = deployment_specs(body, body["manifest"], create=False)
+        except AppError as exc:
+            return _error(exc.status, str(exc))
+        except (ValueError, KeyError, TypeError) as exc:
+            return _error(400, f"invalid deployment preview: {exc}")
+        spec = specs[0] if specs else {}
+        return JSONResponse({"app": spec.get("app"), "environment": spec.get("environment"),
+                             "changes": deployments.preview(specs)})
 
     async def get_deployment(request: Request) -> Response:
         deployment = deployments.get(request.path_params["deployment_id"])
@@ -116,7 +152,8 @@ def build_routes(
         return JSONResponse(deployment.summary())
 
     async def endpoint_logs(request: Request) -> Response:
-        """Worker log text after the given per-file offsets (all of it, capped, without)."""
+        """Worker log text after the given per-file offsets (all of it, capped, without);
+        `worker` keeps one worker's log."""
         endpoint_id = request.path_params["endpoint_id"]
         folder = config.logs_dir() / endpoint_id
         if endpoint_id not in supervisor.endpoints and not folder.is_dir():
@@ -127,6 +164,13 @@ def build_routes(
         except ValueError:
             return _error(400, "cursor must be JSON from a previous answer; tail an integer")
         files = sorted(folder.glob("*.log"), key=lambda path: path.stat().st_mtime)
+        worker = request.query_params.get("worker")
+        if worker:
+            known = [path.stem for path in files]
+            if worker not in known:
+                return _error(404, f"Endpoint '{endpoint_id}' has no log of worker '{worker}'; "
+                                   f"its workers' logs: {', '.join(known) or 'none yet'}")
+            files = [path for path in files if path.stem == worker]
         chunks, cursor = [], {}
         for path in files:
             start = int(offsets.get(path.name, 0))
@@ -190,6 +234,7 @@ def build_routes(
         Route("/api/v1/endpoints/{endpoint_id}/logs", protected(endpoint_logs)),
         Route("/api/v1/artifacts/{sha256}", protected(upload_artifact), methods=["PUT"]),
         Route("/api/v1/deployments", protected(create_deployment), methods=["POST"]),
+        Route("/api/v1/deployments/preview", protected(preview_deployment), methods=["POST"]),
         Route("/api/v1/deployments/{deployment_id}", protected(get_deployment)),
         Route("/api/v1/volumes", protected(list_volumes)),
         Route("/api/v1/volumes", protected(create_volume), methods=["POST"]),

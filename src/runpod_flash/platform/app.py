@@ -11,7 +11,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from runpod_flash.platform.api import build_routes
+from runpod_flash.platform.api import build_routes, token_guard
+from runpod_flash.platform.apps import Apps
+from runpod_flash.platform.apps_api import build_app_routes
 from runpod_flash.platform.deployments import Deployments
 from runpod_flash.platform.gateway import PREFIX, Gateway
 from runpod_flash.platform.jobs import JobQueue
@@ -37,12 +39,13 @@ class PlatformApp:
         self.jobs.on_finish = lambda job: self.metrics.jobs.labels(
             job.endpoint_id, job.status).inc()
         self.gateway = Gateway(supervisor, token, api_key, self.metrics)
-        self.deployments = Deployments(supervisor)
+        self.deployments = Deployments(supervisor, Apps(supervisor.store))
         supervisor.on_worker_exit = self.jobs.worker_gone
         supervisor.on_worker_draining = self.jobs.release_worker
         supervisor.queue_load = self.jobs.load
         self.control = Starlette(routes=[
             *build_routes(supervisor, self.deployments, token, request_shutdown),
+            *build_app_routes(supervisor, self.deployments.apps, token_guard(token)),
             Route("/metrics", self._metrics),
             *build_queue_routes(supervisor, self.jobs, token, api_key),
         ])

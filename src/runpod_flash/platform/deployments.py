@@ -9,13 +9,16 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from runpod_flash.control import deployed_endpoint_id
+from runpod_flash.control import DEFAULT_ENVIRONMENT, deployed_endpoint_id
 from runpod_flash.dependencies import APPROVED_KEY
 from runpod_flash.platform import artifacts
-from runpod_flash.platform.endpoints import endpoint_path
+from runpod_flash.platform.apps import Apps
+from runpod_flash.platform.endpoints import Endpoint, endpoint_path
 from runpod_flash.platform.supervisor import DeployFailed, Supervisor
 
 MAX_KEPT = 50
+# Spec keys that follow from the build rather than describe a setting (a preview names "code").
+_DEPLOY_DETAILS = frozenset({"artifact", "app_dir", "python", "peers", APPROVED_KEY})
 
 
 @dataclass(eq=False)
@@ -33,12 +36,18 @@ class Deployment:
 
 
 def endpoint_specs(
-    sha256: str, python: str, only: list[str] | None,
+    manifest: dict[str, Any],
+    sha256: str,
+    python: str,
+    only: list[str] | None,
     approved: dict[str, list[str]] | None = None,
+    *,
+    app: str | None = None,
+    environment: str = DEFAULT_ENVIRONMENT,
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """The specs of the artifact's endpoints to deploy, and the names skipped; `approved`
-    names the system packages the deployer agreed to install, per endpoint."""
-    manifest = artifacts.manifest(sha256)
+    """The specs of the artifact's endpoints to deploy into `app`'s `environment`, and the
+    names skipped; `approved` names the system packages the deployer agreed to install, per
+    endpoint."""
     resources: dict[str, Any] = manifest.get("resources", {})
     unknown = sorted(set(only or []) - set(resources))
     if unknown:
@@ -47,8 +56,8 @@ def endpoint_specs(
             f"it has: {', '.join(sorted(resources)) or 'none'}"
         )
     # The endpoints deployed together call each other (stubs.peers): resolved here, once
-    # per deployment, so the worker needs no naming rule of its own.
-    peers = {name: endpoint_path(deployed_endpoint_id(name), resource["spec"])
+    # per deployment and environment, so the worker needs no naming rule of its own.
+    peers = {name: endpoint_path(deployed_endpoint_id(name, environment), resource["spec"])
              for name, resource in resources.items()}
     specs, skipped = [], []
     for name, resource in sorted(resources.items()):
@@ -58,6 +67,8 @@ def endpoint_specs(
             **resource["spec"],
             "name": name,
             "kind": "deployed",
+            "app": app or manifest.get("project_name"),
+            "environment": environment,
             "artifact": sha256,
             "app_dir": str(artifacts.app_dir(sha256)),
             "python": python,
@@ -73,8 +84,9 @@ def endpoint_specs(
 
 
 class Deployments:
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: Supervisor, apps: Apps) -> None:
         self.supervisor = supervisor
+        self.apps = apps
         self._runs: OrderedDict[str, Deployment] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -92,6 +104,28 @@ class Deployments:
 
     def get(self, deployment_id: str) -> Deployment | None:
         return self._runs.get(deployment_id)
+
+    def preview(self, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """What deploying `specs` would do, endpoint by endpoint; nothing is changed."""
+        changes = []
+        for spec in specs:
+            endpoint_id = self.supervisor.deployed_id(spec)
+            current = self.supervisor.endpoints.get(endpoint_id)
+            candidate = Endpoint(endpoint_id, str(spec["name"]), "deployed", spec)
+            if current is None:
+                action, changed = "create", []
+            elif current.version == candidate.version and current.status == "ready":
+                action, changed = "unchanged", []
+            else:
+                action = "update"
+                keys = set(current.spec) | set(spec)
+                changed = sorted(k for k in keys - _DEPLOY_DETAILS
+                                 if current.spec.get(k) != spec.get(k))
+                if current.spec.get("artifact") != spec.get("artifact"):
+                    changed.insert(0, "code")
+            changes.append({"name": candidate.name, "id": endpoint_id, "action": action,
+                            "changed": changed, "path": endpoint_path(endpoint_id, spec)})
+        return changes
 
     async def _run(self, deployment: Deployment, specs: list[dict[str, Any]]) -> None:
         try:

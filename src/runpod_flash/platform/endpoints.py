@@ -112,6 +112,8 @@ class Endpoint:
             "id": self.id,
             "name": self.name,
             "kind": self.kind,
+            "app": self.spec.get("app"),
+            "environment": self.spec.get("environment"),
             "type": self.spec.get("type", "LB"),
             "status": self.status,
             "error": self.error,

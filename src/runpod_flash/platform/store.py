@@ -38,6 +38,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at REAL,
     completed_at REAL
 );
+CREATE TABLE IF NOT EXISTS apps (
+    name TEXT PRIMARY KEY,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS environments (
+    app TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (app, name)
+);
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY,
     endpoint_id TEXT NOT NULL,
@@ -88,6 +98,35 @@ class Store:
              "created_at": r[4], "updated_at": r[5]}
             for r in rows
         ]
+
+    def save_app(self, name: str) -> None:
+        self._write("INSERT OR IGNORE INTO apps (name, created_at) VALUES (?, ?)",
+                    (name, time.time()))
+
+    def delete_app(self, name: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM environments WHERE app = ?", (name,))
+            self._db.execute("DELETE FROM apps WHERE name = ?", (name,))
+
+    def save_environment(self, app: str, name: str) -> None:
+        self._write("INSERT OR IGNORE INTO environments (app, name, created_at) "
+                    "VALUES (?, ?, ?)", (app, name, time.time()))
+
+    def delete_environment(self, app: str, name: str) -> None:
+        self._write("DELETE FROM environments WHERE app = ? AND name = ?", (app, name))
+
+    def apps(self) -> dict[str, dict[str, Any]]:
+        """{app: {"created_at", "environments": {name: created_at}}}."""
+        with self._lock:
+            apps = self._db.execute("SELECT name, created_at FROM apps").fetchall()
+            envs = self._db.execute("SELECT app, name, created_at FROM environments").fetchall()
+        found: dict[str, dict[str, Any]] = {
+            name: {"created_at": created, "environments": {}} for name, created in apps
+        }
+        for app, name, created in envs:
+            found.setdefault(app, {"created_at": created, "environments": {}})
+            found[app]["environments"][name] = created
+        return found
 
     _JOB_COLUMNS = (
         "id", "endpoint_id", "status", "input", "output", "error", "policy", "webhook",

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from runpod_flash import config
-from runpod_flash.control import deployed_endpoint_id
+from runpod_flash.control import DEFAULT_ENVIRONMENT, ENV_ENVIRONMENT, deployed_endpoint_id
 from runpod_flash.dependencies import APPROVED_KEY
 from runpod_flash.http.aio import ConnectionPool, Timeouts
 from runpod_flash.platform.autoscaler import Load, desired_workers
@@ -188,7 +188,7 @@ class Supervisor:
         A new version must start one healthy worker before it takes traffic; then the old
         workers drain. If it cannot start, the running version keeps serving.
         """
-        endpoint_id = deployed_endpoint_id(str(spec["name"]))
+        endpoint_id = self.deployed_id(spec)
         async with self._lock(endpoint_id):
             current = self.endpoints.get(endpoint_id)
             candidate = Endpoint(endpoint_id, str(spec["name"]), "deployed", spec)
@@ -197,6 +197,12 @@ class Supervisor:
                 return current, "unchanged"
             if current is not None and current.kind != "deployed":
                 raise DeployFailed(f"'{endpoint_id}' is a live endpoint; choose another name")
+            owner = current.spec.get("app") if current is not None else None
+            if owner and spec.get("app") and owner != spec["app"]:
+                raise DeployFailed(
+                    f"endpoint '{endpoint_id}' belongs to app '{owner}'; give resource "
+                    f"'{spec['name']}' another name, or deploy with --app {owner}"
+                )
             progress(f"{candidate.name}: preparing environment")
             try:
                 await self.volumes.prepare(spec)
@@ -231,6 +237,13 @@ class Supervisor:
                 self._spawn_task(self._drain(worker))
             self._scale(endpoint)
             return endpoint, "created" if current is None else "updated"
+
+    @staticmethod
+    def deployed_id(spec: dict[str, Any]) -> str:
+        """A deployed spec's endpoint id, from its name and environment (never the
+        platform's own environment variables)."""
+        return deployed_endpoint_id(str(spec["name"]),
+                                    str(spec.get("environment") or DEFAULT_ENVIRONMENT))
 
     async def _wait_ready(self, endpoint: Endpoint, worker: Worker) -> bool:
         deadline = time.monotonic() + WORKER_START_TIMEOUT_S + 5
@@ -322,6 +335,9 @@ class Supervisor:
             env["FLASH_APP_DIR"] = spec["app_dir"]
         if spec.get("peers"):
             env[config.ENV_PEER_ENDPOINTS] = json.dumps(spec["peers"])
+        if spec.get("environment"):  # deployed calls from this worker address its own
+            env[ENV_ENVIRONMENT] = str(spec["environment"])
+            env["FLASH_APP"] = str(spec.get("app") or "")
         env.update(self.volumes.worker_env(spec))
         queued = spec.get("type") == "QB"
         env["FLASH_WORKER_MODE"] = ("queue-" if queued else "") + (

@@ -1,5 +1,7 @@
 """Resource configurations (pydantic models) and the enums they are written in."""
 
+from .base import BaseResource, DeployableResource
+from .endpoint import EndpointHandle, JobHandle
 from .enums import (
     GPU_POOLS,
     CpuInstanceType,
@@ -10,7 +12,10 @@ from .enums import (
     ServerlessScalerType,
     ServerlessType,
 )
+from .jobs import JobOutput, JobsHealth, ServerlessHealth, Status, WorkersHealth
 from .serverless import (
+    DEFAULT_WORKERS_MAX,
+    DEFAULT_WORKERS_MIN,
     CpuLiveLoadBalancer,
     CpuLiveServerless,
     CpuLoadBalancerSlsResource,
@@ -24,7 +29,10 @@ from .serverless import (
 from .template import KeyValuePair, NetworkVolume, PodTemplate
 
 __all__ = [
+    "DEFAULT_WORKERS_MAX",
+    "DEFAULT_WORKERS_MIN",
     "GPU_POOLS",
+    "BaseResource",
     "CpuInstanceType",
     "CpuLiveLoadBalancer",
     "CpuLiveServerless",
@@ -32,8 +40,13 @@ __all__ = [
     "CpuServerlessEndpoint",
     "CudaVersion",
     "DataCenter",
+    "DeployableResource",
+    "EndpointHandle",
     "GpuGroup",
     "GpuType",
+    "JobHandle",
+    "JobOutput",
+    "JobsHealth",
     "KeyValuePair",
     "LiveLoadBalancer",
     "LiveServerless",
@@ -41,7 +54,10 @@ __all__ = [
     "NetworkVolume",
     "PodTemplate",
     "ServerlessEndpoint",
+    "ServerlessHealth",
     "ServerlessResource",
     "ServerlessScalerType",
     "ServerlessType",
+    "Status",
+    "WorkersHealth",
 ]

@@ -108,6 +108,12 @@ class GpuType(Enum):
         """The pool this model belongs to (``GpuGroup.ANY`` for ``GpuType.ANY``)."""
         return _POOL_OF_TYPE.get(self, GpuGroup.ANY)
 
+    @classmethod
+    def is_gpu_type(cls, value: str) -> bool:
+        """Whether ``value`` is a model's display name (or ``"any"``): tells a model from a
+        pool name when reading a ``gpuIds`` string."""
+        return value in cls._value2member_map_
+
 
 GPU_POOLS: dict[GpuGroup, tuple[GpuType, ...]] = {
     GpuGroup.ADA_24: (GpuType.NVIDIA_GEFORCE_RTX_4090,),

@@ -12,7 +12,8 @@ import difflib
 import hashlib
 import json
 import os
-from typing import Any, ClassVar
+import warnings
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import (
     BaseModel,
@@ -23,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from .base import DeployableResource
+from .endpoint import EndpointHandle, locate, remove_endpoint
 from .enums import (
     CpuInstanceType,
     CudaVersion,
@@ -32,9 +35,16 @@ from .enums import (
     ServerlessScalerType,
     ServerlessType,
 )
+from .jobs import JobOutput
 from .template import NetworkVolume, PodTemplate
 
+if TYPE_CHECKING:
+    from runpod_flash.control import Platform
+
 IMAGE_TAG_ENV = "FLASH_IMAGE_TAG"
+DEFAULT_WORKERS_MIN = 0
+DEFAULT_WORKERS_MAX = 1
+DEFAULT_RUNSYNC_TIMEOUT_S = 60.0
 
 _MINIMUMS: dict[str, int] = {
     "workersMin": 0,
@@ -43,8 +53,18 @@ _MINIMUMS: dict[str, int] = {
     "executionTimeoutMs": 0,
     "scalerValue": 1,
     "gpuCount": 0,
+    "workersPFBTarget": 0,
 }
-_HASH_EXCLUDED = {"id", "endpoint_url"}
+# Filled in by the original's cloud; accepted so its dumps validate, never used here.
+RUNTIME_FIELDS = frozenset(
+    {"activeBuildid", "aiKey", "computeType", "createdAt", "hubRelease", "repo", "userId"}
+)
+# What the config hash leaves out: ids the platform assigns (the volume's too) and where the
+# endpoint answers, none of which is configuration.
+_HASH_EXCLUDED: dict[str, Any] = {
+    **dict.fromkeys({"id", "endpoint_url", "networkVolumeId", *RUNTIME_FIELDS}, True),
+    "networkVolume": {"id"},
+}
 _CONFIG = ConfigDict(validate_by_name=True, validate_default=True, extra="forbid")
 
 
@@ -54,7 +74,7 @@ def _live_image(env_var: str, repository: str) -> str:
     return os.environ.get(env_var) or f"{repository}:{tag}"
 
 
-class ServerlessResource(BaseModel):
+class ServerlessResource(DeployableResource):
     """Common fields and rules of every serverless endpoint configuration."""
 
     model_config = _CONFIG
@@ -65,15 +85,16 @@ class ServerlessResource(BaseModel):
     _cpu_only: ClassVar[bool] = False
 
     name: str
-    id: str | None = None
     imageName: str = ""
     gpus: list[GpuGroup | GpuType] = Field(default_factory=lambda: [GpuGroup.ANY])
     gpuIds: str = ""
     gpuCount: int = 1
     cudaVersions: list[CudaVersion] = Field(default_factory=list)
+    allowedCudaVersions: str = ""
     instanceIds: list[CpuInstanceType] | None = None
-    workersMin: int = 0
-    workersMax: int = 1
+    workersMin: int = DEFAULT_WORKERS_MIN
+    workersMax: int = DEFAULT_WORKERS_MAX
+    workersPFBTarget: int = 0
     idleTimeout: int = 60
     executionTimeoutMs: int = 0
     scalerType: ServerlessScalerType = ServerlessScalerType.QUEUE_DELAY
@@ -81,11 +102,21 @@ class ServerlessResource(BaseModel):
     flashboot: bool = True
     env: dict[str, str] = Field(default_factory=dict)
     networkVolume: NetworkVolume | None = None
+    networkVolumeId: str | None = None
     datacenter: DataCenter = DataCenter.EU_RO_1
+    locations: str | None = None
     template: PodTemplate | None = None
     templateId: str | None = None
+    flashEnvironmentId: str | None = None
     type: ServerlessType = ServerlessType.QB
     endpoint_url: str | None = None
+    activeBuildid: str | None = None
+    aiKey: str | None = None
+    computeType: str | None = None
+    createdAt: str | None = None
+    hubRelease: str | None = None
+    repo: str | None = None
+    userId: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -104,6 +135,14 @@ class ServerlessResource(BaseModel):
     def _name_present(cls, value: str) -> str:
         if not value.strip():
             raise ValueError(f"{cls.__name__} name must not be empty; pass name='my-endpoint'")
+        return value
+
+    @field_validator("gpus")
+    @classmethod
+    def _expand_any_gpu(cls, value: list[GpuGroup | GpuType]) -> list[GpuGroup | GpuType]:
+        """``ANY`` (pool or model) stands for every concrete pool, as in the original."""
+        if GpuGroup.ANY in value or GpuType.ANY in value:
+            return GpuGroup.all()
         return value
 
     @field_validator(*_MINIMUMS)
@@ -131,16 +170,28 @@ class ServerlessResource(BaseModel):
                 "LoadBalancerSlsResource requires REQUEST_COUNT scaler, not QUEUE_DELAY. "
                 "Load-balanced endpoints don't support queue-based scaling."
             )
+        self._resolve_volume()
+        if self._live_image_source is not None:
+            self.__dict__["imageName"] = _live_image(*self._live_image_source)
+        self._resolve_gpus()
+        self._resolve_cuda()
+        return self
+
+    def _resolve_volume(self) -> None:
+        """Check the volume's datacenter and keep ``networkVolumeId`` and the volume in step:
+        an id alone names the local volume to attach (volumes are known by name here)."""
+        if self.networkVolume is None and self.networkVolumeId:
+            self.networkVolume = NetworkVolume(name=self.networkVolumeId, id=self.networkVolumeId)
         volume = self.networkVolume
-        if volume is not None and volume.dataCenterId is not self.datacenter:
+        if volume is None:
+            return
+        if volume.dataCenterId is not self.datacenter:
             raise ValueError(
                 f"Network volume datacenter ({volume.dataCenterId.value}) must match endpoint "
                 f"datacenter ({self.datacenter.value})"
             )
-        if self._live_image_source is not None:
-            self.imageName = _live_image(*self._live_image_source)
-        self._resolve_gpus()
-        return self
+        if volume.id is not None:
+            self.networkVolumeId = volume.id
 
     def _check_type(self) -> None:
         expected = type(self).model_fields["type"].default
@@ -184,6 +235,34 @@ class ServerlessResource(BaseModel):
             )
         self.gpuIds = GpuGroup.to_gpu_ids_str(self.gpus)
 
+    def _resolve_cuda(self) -> None:
+        """Settle ``allowedCudaVersions`` (the CSV form of ``cudaVersions``); empty on CPU."""
+        if self.is_cpu:
+            self.allowedCudaVersions = ""
+            return
+        if self.allowedCudaVersions:
+            listed = _parse_cuda_versions(self.allowedCudaVersions)
+            if not self.cudaVersions:
+                self.cudaVersions = listed
+            elif set(listed) != set(self.cudaVersions):
+                raise ValueError(
+                    f"allowedCudaVersions {self.allowedCudaVersions!r} does not match "
+                    "cudaVersions; set only one of cudaVersions or allowedCudaVersions"
+                )
+        self.allowedCudaVersions = ",".join(version.value for version in self.cudaVersions)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """A live class's image is what makes it live: reassigning it changes nothing (as in
+        the original), and says so."""
+        if name == "imageName" and self.is_live and value != self.imageName:
+            warnings.warn(
+                f"{type(self).__name__} always runs {self.imageName}; the assignment "
+                f"imageName={value!r} is ignored (use a non-live class for your own image)",
+                stacklevel=2,
+            )
+            return
+        super().__setattr__(name, value)
+
     @property
     def is_live(self) -> bool:
         """Live resources are provisioned on first call and run shipped functions."""
@@ -221,11 +300,69 @@ class ServerlessResource(BaseModel):
         return hashlib.sha256(text.encode()).hexdigest()
 
     async def deploy(self) -> ServerlessResource:
-        """Deploy this resource from the running script's project; fills `endpoint_url`."""
+        """Deploy this resource from the running script's project; fills `id` and
+        `endpoint_url`."""
         from runpod_flash.deploy import deploy_resource
 
-        self.endpoint_url = await asyncio.to_thread(deploy_resource, self)
+        url = await asyncio.to_thread(deploy_resource, self)
+        self.endpoint_url = url
+        self.id = url.rstrip("/").rsplit("/", 1)[-1]
         return self
+
+    def is_deployed(self) -> bool:
+        """Whether the running platform serves this resource now: its deployed endpoint, or
+        for a live class the endpoint its calls provisioned in this process."""
+        return locate(self) is not None
+
+    def _serving(self) -> tuple[Platform, str, str]:
+        """(platform, endpoint id, URL) of the serving endpoint, recorded on the resource;
+        ValueError naming what to do when there is none."""
+        found = locate(self)
+        if found is None:
+            how = ("call one of its @remote functions first (that provisions it)" if self.is_live
+                   else "run `flash deploy` or `await resource.deploy()` first")
+            raise ValueError(f"{type(self).__name__} '{self.name}' is not deployed; {how}")
+        platform, summary = found
+        self.id = endpoint_id = summary["id"]
+        self.endpoint_url = url = platform.url + summary["path"]
+        return platform, endpoint_id, url
+
+    @property
+    def url(self) -> str:
+        """Where the endpoint answers on the platform (the original's is a console page)."""
+        return self.endpoint_url or self._serving()[2]
+
+    @property
+    def endpoint(self) -> EndpointHandle:
+        """A handle on the endpoint's queue API (run, runsync, status, cancel, health)."""
+        if self.is_load_balanced:
+            raise TypeError(
+                f"{type(self).__name__} '{self.name}' is load-balanced: it has no job queue; "
+                "send HTTP requests to its routes under resource.url"
+            )
+        platform, endpoint_id, _ = self._serving()
+        return EndpointHandle(endpoint_id, platform, self.name)
+
+    async def run(self, payload: dict[str, Any]) -> JobOutput:
+        """Queue a job (`/run`) and wait for it to end; `payload` is the job's input, or a
+        full request body with ``input``."""
+        handle = await asyncio.to_thread(lambda: self.endpoint)
+        job = await asyncio.to_thread(handle.run, payload)
+        return JobOutput(**await asyncio.to_thread(job.wait))
+
+    async def runsync(self, payload: dict[str, Any]) -> JobOutput:
+        """Run a job (`/runsync`) within the execution timeout (60 s when none is set)."""
+        handle = await asyncio.to_thread(lambda: self.endpoint)
+        timeout = self.execution_timeout_s or DEFAULT_RUNSYNC_TIMEOUT_S
+        return JobOutput(**await asyncio.to_thread(handle.runsync, payload, timeout))
+
+    async def undeploy(self) -> dict[str, Any]:
+        """Remove the serving endpoint: ``{success, name, endpoint_id, message}``."""
+        result = await asyncio.to_thread(remove_endpoint, self)
+        if result["success"]:
+            self.id = None
+            self.endpoint_url = None
+        return result
 
     def platform_spec(self) -> dict[str, Any]:
         """The JSON body the platform receives to create this endpoint (`networkVolume`
@@ -250,6 +387,16 @@ class ServerlessResource(BaseModel):
                 "name": self.networkVolume.name, "size": self.networkVolume.size,
             }
         return spec
+
+
+def _parse_cuda_versions(text: str) -> list[CudaVersion]:
+    try:
+        return [CudaVersion(part.strip()) for part in text.split(",") if part.strip()]
+    except ValueError:
+        known = ", ".join(version.value for version in CudaVersion)
+        raise ValueError(
+            f"allowedCudaVersions {text!r} names an unknown CUDA version; use some of: {known}"
+        ) from None
 
 
 class _CpuDefaults(BaseModel):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from runpod_flash.control import PlatformError, ensure_platform, find_running, slug
+
+from .base import DeployableResource
 from .enums import DataCenter
 
 _STRICT = ConfigDict(validate_by_name=True, validate_default=True, extra="forbid")
@@ -18,6 +22,11 @@ class KeyValuePair(BaseModel):
 
     key: str
     value: str
+
+    @classmethod
+    def from_dict(cls, values: dict[str, str]) -> list[KeyValuePair]:
+        """An env mapping as the template's list of pairs."""
+        return [cls(key=key, value=value) for key, value in values.items()]
 
 
 class PodTemplate(BaseModel):
@@ -44,15 +53,19 @@ class PodTemplate(BaseModel):
         return value
 
 
-class NetworkVolume(BaseModel):
-    """Persistent storage shared by an endpoint's workers, identified by name."""
+class NetworkVolume(DeployableResource):
+    """Persistent storage shared by an endpoint's workers, identified by name.
+
+    On the platform a volume is a directory known by a slug of its name, which is its ``id``
+    once created; an endpoint naming it creates it too, so ``deploy()`` is only needed to
+    fill the volume before any endpoint uses it.
+    """
 
     model_config = _STRICT
 
     name: str
     size: int = 100
     dataCenterId: DataCenter = DataCenter.EU_RO_1
-    id: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -67,3 +80,38 @@ class NetworkVolume(BaseModel):
         if value <= 0:
             raise ValueError(f"NetworkVolume size must be greater than 0 GB (got {value})")
         return value
+
+    @property
+    def is_created(self) -> bool:
+        """Whether ``deploy()`` created (or found) it, so ``id`` is known."""
+        return self.id is not None
+
+    def is_deployed(self) -> bool:
+        """Whether the running platform has this volume now."""
+        platform = find_running()
+        if platform is None:
+            return False
+        try:
+            volumes = platform.call("GET", "/api/v1/volumes")["volumes"]
+        except PlatformError:
+            return False
+        wanted = self.id or slug(self.name)
+        return any(volume["name"] == wanted for volume in volumes)
+
+    async def deploy(self) -> NetworkVolume:
+        """Create the volume on the platform (starting it if needed), or find the one of the
+        same name; fills ``id``."""
+        answer = await asyncio.to_thread(
+            lambda: ensure_platform().call(
+                "POST", "/api/v1/volumes", {"name": self.name, "size": self.size}
+            )
+        )
+        self.id = answer["name"]
+        return self
+
+    async def undeploy(self) -> NoReturn:
+        """Refused, as in the original: a volume's data outlives the endpoints using it."""
+        raise NotImplementedError(
+            f"NetworkVolume undeploy is not supported: the data of volume '{self.name}' "
+            f"outlives its endpoints; delete it with `flash volume delete {self.name}`"
+        )

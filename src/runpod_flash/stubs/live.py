@@ -92,6 +92,11 @@ class LiveEndpoint:
     def cached_target(self) -> tuple[Platform, str] | None:
         return self._target
 
+    def cached_id(self) -> str | None:
+        """The platform's id of this endpoint, once provisioned."""
+        target = self._target
+        return None if target is None else target[1].rstrip("/").rsplit("/", 1)[-1]
+
     def forget(self) -> None:
         """Drop the cached target (the platform restarted or the endpoint went away)."""
         self._target = None
@@ -151,6 +156,17 @@ def endpoint_for(
             endpoint = LiveEndpoint(resource, dependencies, system_dependencies, origin)
             _endpoints[key] = endpoint
         return endpoint
+
+
+def provisioned(config_hash: str | None = None) -> list[tuple[LiveEndpoint, str]]:
+    """This process's provisioned live endpoints (of one resource config, if given), each
+    with its endpoint id."""
+    found = []
+    for key, endpoint in list(_endpoints.items()):
+        endpoint_id = endpoint.cached_id()
+        if endpoint_id is not None and config_hash in (None, key[0]):
+            found.append((endpoint, endpoint_id))
+    return found
 
 
 def _replay_output(chunks: list[list[str]]) -> None:

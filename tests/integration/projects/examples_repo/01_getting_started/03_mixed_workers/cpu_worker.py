@@ -10,7 +10,7 @@ async def preprocess_text(payload: dict) -> dict:
 
     cleaned = " ".join(payload["text"].split()).lower()
     return {"cleaned_text": cleaned, "word_count": len(cleaned.split()),
-            "endpoint": os.environ.get("FLASH_RESOURCE_NAME")}
+            "endpoint": os.environ.get("FLASH_ENDPOINT_ID")}
 
 
 @remote(cpu)

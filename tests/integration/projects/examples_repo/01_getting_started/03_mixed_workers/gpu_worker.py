@@ -11,4 +11,4 @@ async def gpu_inference(payload: dict) -> dict:
     positive = sum(word in {"good", "great", "love"} for word in payload["cleaned_text"].split())
     return {"predictions": [{"label": "positive", "score": positive},
                             {"label": "neutral", "score": 0.5}],
-            "endpoint": os.environ.get("FLASH_RESOURCE_NAME")}
+            "endpoint": os.environ.get("FLASH_ENDPOINT_ID")}

@@ -1,4 +1,6 @@
 # CPU preprocess -> GPU inference -> CPU postprocess, orchestrated by a load-balanced route.
+import os
+
 from cpu_worker import postprocess_results, preprocess_text
 from gpu_worker import gpu_inference
 
@@ -16,4 +18,5 @@ async def classify(text: str) -> dict:
         "predictions": scored["predictions"],
         "metadata": {"word_count": pre["word_count"]},
     })
-    return {**result, "steps": [pre["endpoint"], scored["endpoint"]]}
+    return {**result, "steps": [pre["endpoint"], scored["endpoint"]],
+            "stage": os.environ.get("STAGE")}

@@ -1,4 +1,4 @@
-"""`flash build`: scanning, validation messages, guarded import, manifest, artifact, extraction."""
+"""`flash build` on real projects: each build imports the project in a child interpreter."""
 
 from __future__ import annotations
 
