@@ -167,7 +167,8 @@ def ensure_platform() -> Platform:
 
 def _start_embedded() -> Platform:
     log_path = config.logs_dir() / "platform.log"
-    with open(log_path, "ab") as log:
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # owner only
+    with os.fdopen(log_fd, "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "runpod_flash.platform"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from helpers import flash, platform_in, platform_status, run_python, stop_platform, wait_for
+from runpod_flash import config
 
 PROJECT = Path(__file__).parent / "projects" / "user_service"
 
@@ -97,7 +98,8 @@ def test_http_errors_are_clear(deployed: dict[str, str]) -> None:
     assert status == 422 and "email" in json.dumps(body)
     assert http("GET", base + "/users/abc")[0] == 422
     assert http("POST", base + "/users", raw=b"{not json")[0] in (400, 422)
-    assert http("POST", base + "/users", raw=b"x" * (31 * 1024 * 1024))[0] == 413
+    over = b"x" * (config.max_body_bytes() + 1)  # FLASH_MAX_BODY_MB, for gateway and workers
+    assert http("POST", base + "/users", raw=over)[0] == 413
     assert http("POST", base + "/execute", {"function_name": "x"})[0] == 404
 
 

@@ -324,3 +324,17 @@ def test_capture_handler_records_logs() -> None:
     with output.capture() as captured:
         handler.emit(record)
     assert captured == [("stderr", "INFO model: loaded x\n")]
+
+
+def big(size: int) -> bytes:
+    return b"x" * size
+
+
+def test_a_result_over_the_body_limit_fails_naming_the_function_and_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLASH_MAX_BODY_MB", "1")
+    result = asyncio.run(execute(FunctionStore(), _request(big, 2 * 1024 * 1024)))
+    assert result["success"] is False and result["error_type"] == "ValueError"
+    assert result["error"].startswith("The result of big(): 2.7 MB once encoded, over the 1 MB")
+    assert "FLASH_MAX_BODY_MB" in result["error"] and "/runpod-volume" in result["error"]

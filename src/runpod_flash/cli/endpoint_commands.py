@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from datetime import datetime
 from difflib import get_close_matches
 from urllib.parse import quote
 
@@ -32,50 +32,45 @@ def call(platform: client.Platform, method: str, path: str) -> dict:
 
 def status(
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+    live: bool = typer.Option(False, "--live", help="Only live endpoints."),
+    deployed: bool = typer.Option(False, "--deployed", help="Only deployed endpoints."),
+    environment: str = typer.Option(
+        None, "--env", "-e", help="Only deployed endpoints of this environment."),
+    watch: float = typer.Option(
+        None, "--watch", "-w", min=0.5, metavar="SECONDS",
+        help="Refresh in place every SECONDS until Ctrl-C."),
 ) -> None:
-    """Endpoints, their type, URL, routes, workers and last deploy."""
+    """Endpoints, their type, URL, routes, workers and traffic; deployed and live apart."""
+    from runpod_flash.cli.status_view import render
+
     platform = connect()
-    info = call(platform, "GET", "/api/v1/status")
-    # The platform sends env names with `***` values; masking again here keeps a secret off
-    # the terminal even from a platform that would send values.
-    endpoints = [{**e, "url": platform.url + e["path"], "env": mask_env(e.get("env"))}
+
+    def endpoints() -> list[dict]:
+        info = call(platform, "GET", "/api/v1/status")
+        # The platform sends env names with `***` values; masking again here keeps a secret
+        # off the terminal even from a platform that would send values.
+        found = [{**e, "url": platform.url + e["path"], "env": mask_env(e.get("env"))}
                  for e in info["endpoints"]]
+        return [e for e in found
+                if (not live or e["kind"] == "live")
+                and (not (deployed or environment) or e["kind"] == "deployed")
+                and (not environment or e.get("environment") == environment)]
+
     if as_json:
-        typer.echo(json.dumps({"platform": platform.url, "endpoints": endpoints}, indent=2))
+        typer.echo(json.dumps({"platform": platform.url, "endpoints": endpoints()}, indent=2))
         return
-    table = Table()
-    table.add_column("endpoint", no_wrap=True)
-    for title in ("type, app/env", "status", "workers", "traffic", "URL", "routes", "env",
-                  "deployed"):
-        table.add_column(title, overflow="fold")
-    for endpoint in endpoints:
-        states = [w["state"] for w in endpoint["workers"]]
-        status_text = endpoint["status"]
-        if endpoint["error"]:
-            status_text += f": {endpoint['error']}"
-        elif endpoint["last_start_failure"]:
-            status_text += f" (workers failing: {endpoint['last_start_failure']})"
-        kind = f"{endpoint['kind']} {endpoint['type']}"
-        if endpoint.get("environment"):
-            kind += f"\n{endpoint['app']}/{endpoint['environment']}"
-        table.add_row(
-            endpoint["name"], kind, status_text,
-            f"{states.count('ready')} ready / {states.count('starting')} starting",
-            _traffic(endpoint["stats"]), endpoint["url"], "\n".join(endpoint["routes"]),
-            "\n".join(f"{name}={value}" for name, value in endpoint["env"].items()),
-            datetime.fromtimestamp(endpoint["deployed_at"]).strftime("%Y-%m-%d %H:%M:%S"),
-        )
-    console.print(f"platform {platform.url}")
-    console.print(table)
+    if watch is None:
+        console.print(render(platform.url, endpoints()))
+        return
+    from rich.live import Live
 
-
-def _traffic(stats: dict[str, int]) -> str:
-    """Requests, errors, cold starts, and the queue for queue endpoints."""
-    text = (f"{stats['requests']} req, {stats['errors']} err, {stats['cold_starts']} cold "
-            f"starts")
-    if "queued" in stats:
-        text += f", {stats['queued']} queued, {stats['running']} running"
-    return text
+    with contextlib.suppress(KeyboardInterrupt), Live(
+        render(platform.url, endpoints()), console=console, auto_refresh=False,
+        screen=False,
+    ) as view:
+        while True:
+            time.sleep(watch)
+            view.update(render(platform.url, endpoints()), refresh=True)
 
 
 def _deployed(platform: client.Platform, environment: str | None) -> list[dict]:

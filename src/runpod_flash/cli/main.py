@@ -9,6 +9,7 @@ from typer.core import TyperGroup
 from runpod_flash import __version__
 from runpod_flash.cli import (
     app_commands,
+    dashboard_command,
     dev_commands,
     endpoint_commands,
     login_command,
@@ -18,6 +19,7 @@ from runpod_flash.cli import (
 )
 from runpod_flash.cli.init_command import init
 from runpod_flash.cli.output import fail
+from runpod_flash.config import UnsafeHome
 from runpod_flash.control import PlatformError
 
 
@@ -31,7 +33,7 @@ class FlashGroup(TyperGroup):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except PlatformError as exc:
+        except (PlatformError, UnsafeHome) as exc:
             fail(str(exc))
 
 
@@ -54,6 +56,7 @@ app.command()(endpoint_commands.undeploy)
 app.command()(endpoint_commands.logs)
 app.command()(login_command.login)
 app.command()(login_command.logout)
+app.command()(dashboard_command.dashboard)
 
 
 def _show_version(value: bool) -> None:

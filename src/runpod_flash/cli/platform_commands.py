@@ -6,12 +6,14 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from runpod_flash import control as client
+from runpod_flash.config import UnsafeHome
 
 app = typer.Typer(help="Start, inspect and stop the embedded platform.", no_args_is_help=True)
 console = Console()
@@ -41,13 +43,32 @@ def start(
         # The platform's own entry point, in place of this process: same terminal, same
         # pid, and the CLI stays a client of the platform (it never imports it).
         os.execv(sys.executable, [sys.executable, "-m", "runpod_flash.platform"])
-    already = client.find_running()
     try:
+        already = client.find_running()
+        if already is not None and api_key and not _started_with_key(already, api_key):
+            _fail(
+                f"a platform is already running at {already.url}, and an API key takes effect "
+                "only when a platform starts; this one does not require that key. Run `flash "
+                "platform stop`, then `flash platform start --api-key ...` again"
+            )
         platform = already or client.ensure_platform()
-    except (client.PlatformError, ConnectionError) as exc:
+    except (client.PlatformError, ConnectionError, UnsafeHome) as exc:
         _fail(str(exc))
     state = "already running" if already else "started"
     console.print(f"platform {state} at [bold]{platform.url}[/bold]")
+
+
+def _started_with_key(platform: client.Platform, api_key: str) -> bool:
+    """Whether the platform running on this machine requires `api_key`: it reads
+    FLASH_API_KEY once, when it starts, from the environment it was started with."""
+    if client.saved_login() is not None:
+        return False  # another machine's platform: nothing here can tell
+    try:
+        pid = platform.call("GET", "/api/v1/status")["pid"]
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except (client.PlatformError, OSError, KeyError):
+        return False
+    return f"FLASH_API_KEY={api_key}".encode() in environ
 
 
 def _connect() -> client.Platform:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 
+from runpod_flash.config import UnsafeHome
 from runpod_flash.platform.server import AlreadyRunning, run
 
 
 def main() -> None:
     try:
         run()
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, UnsafeHome) as exc:
         sys.exit(f"flash platform: {exc}")
 
 

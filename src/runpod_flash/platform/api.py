@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -15,10 +14,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from runpod_flash import __version__, config
+from runpod_flash import __version__, config, strict_json
 from runpod_flash.dependencies import APPROVED_KEY
 from runpod_flash.platform import artifacts
 from runpod_flash.platform.apps import AppError
+from runpod_flash.platform.credentials import Credentials, Grant, bearer
 from runpod_flash.platform.deployments import Deployments, endpoint_specs
 from runpod_flash.platform.supervisor import Supervisor
 from runpod_flash.platform.volumes import VolumeRefused, users_by_volume
@@ -31,20 +31,75 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def token_guard(token: str) -> Callable[[Handler], Handler]:
-    """Wraps a handler so that only holders of the platform token reach it."""
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(value), "a number")
+
+
+def _count(text: str) -> int:
+    """A non-negative integer query parameter (`int()` alone would take `-5` and `1_0`)."""
+    if not text.isascii() or not text.isdigit():
+        raise ValueError(f"tail={text[:20]!r} is not a number of lines")
+    return int(text)
+
+
+def _log_cursor(text: str) -> dict[str, int]:
+    """`flash logs`' cursor: {log file name: byte offset already read}."""
+    try:
+        cursor = strict_json.loads(text)
+    except strict_json.InvalidJSON as exc:
+        raise ValueError(f"cursor is not valid JSON: {exc}") from None
+    if not isinstance(cursor, dict) or not all(
+            type(offset) is int and 0 <= offset < 2**63 for offset in cursor.values()):
+        raise ValueError("cursor must be a JSON object of log file name -> byte offset "
+                         "(an integer, 0 or more)")
+    return cursor
+
+
+GrantCheck = Callable[[Grant, Request], bool]
+
+
+def token_guard(
+    token: str, credentials: Credentials | None = None
+) -> Callable[..., Handler]:
+    """Wraps a handler so that only holders of the platform token reach it, or a worker
+    whose grant `allow` admits (a worker's token is refused everywhere else)."""
     expected = f"Bearer {token}".encode()
 
-    def protected(handler: Handler) -> Handler:
+    def protected(handler: Handler, allow: GrantCheck | None = None) -> Handler:
         async def guarded(request: Request) -> Response:
-            supplied = request.headers.get("authorization", "").encode()
-            if not hmac.compare_digest(supplied, expected):
-                return _error(401, "missing or invalid platform token (Authorization: Bearer)")
-            return await handler(request)
+            supplied = request.headers.get("authorization", "")
+            if hmac.compare_digest(supplied.encode(), expected):
+                return await handler(request)
+            grant = credentials.for_token(bearer(supplied)) if credentials else None
+            if grant is not None and allow is not None and allow(grant, request):
+                return await handler(request)
+            if grant is not None:
+                return _error(403, "a worker's token does not allow this; it reports its own "
+                                   "worker, takes its endpoint's jobs and calls the endpoints "
+                                   "its code may call")
+            return _error(401, "missing or invalid platform token (Authorization: Bearer)")
 
         return guarded
 
     return protected
+
+
+def _own_worker(grant: Grant, request: Request) -> bool:
+    return grant.worker_id == request.path_params.get("worker_id")
+
+
+def _provisions_live(grant: Grant, request: Request) -> bool:
+    """A live worker's code calls other live resources, provisioning them as scripts do."""
+    return grant.live
+
+
+def _reads_callable(supervisor: Supervisor) -> GrantCheck:
+    def check(grant: Grant, request: Request) -> bool:
+        endpoint = supervisor.endpoints.get(request.path_params.get("endpoint_id", ""))
+        return endpoint is not None and grant.may_call(endpoint.id, endpoint.kind == "live")
+
+    return check
 
 
 def build_routes(
@@ -54,13 +109,17 @@ def build_routes(
     request_shutdown: Callable[[], None],
 ) -> list[Route]:
     started = time.time()
-    protected = token_guard(token)
+    protected = token_guard(token, supervisor.credentials)
 
-    async def json_body(request: Request) -> Any:
+    async def json_body(request: Request) -> dict[str, Any]:
+        """The body's JSON object; a ValueError naming the problem otherwise."""
         try:
-            return json.loads(await request.body())
-        except ValueError as exc:
+            body = strict_json.loads(await request.body())
+        except strict_json.InvalidJSON as exc:
             raise ValueError(f"request body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise ValueError(f"request body must be a JSON object, not {_json_type(body)}")
+        return body
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "version": __version__})
@@ -79,8 +138,6 @@ def build_routes(
             spec = await json_body(request)
         except ValueError as exc:
             return _error(400, str(exc))
-        if not isinstance(spec, dict):
-            return _error(422, "endpoint spec must be a JSON object")
         missing = [name for name in _REQUIRED_SPEC_FIELDS if name not in spec]
         if missing:
             return _error(422, f"endpoint spec is missing {', '.join(missing)}")
@@ -156,13 +213,15 @@ def build_routes(
         `worker` keeps one worker's log."""
         endpoint_id = request.path_params["endpoint_id"]
         folder = config.logs_dir() / endpoint_id
-        if endpoint_id not in supervisor.endpoints and not folder.is_dir():
+        if endpoint_id not in supervisor.endpoints and (
+                endpoint_id.startswith(".") or not folder.is_dir()):  # `..` is no endpoint
             return _error(404, f"Endpoint '{endpoint_id}' not found")
         try:
-            offsets = json.loads(request.query_params.get("cursor") or "{}")
-            tail = int(request.query_params.get("tail", "200"))
-        except ValueError:
-            return _error(400, "cursor must be JSON from a previous answer; tail an integer")
+            offsets = _log_cursor(request.query_params.get("cursor") or "{}")
+            tail = _count(request.query_params.get("tail", "200"))
+        except ValueError as exc:
+            return _error(400, f"{exc}; pass the cursor of a previous answer and a tail of "
+                               "0 or more lines")
         files = sorted(folder.glob("*.log"), key=lambda path: path.stat().st_mtime)
         worker = request.query_params.get("worker")
         if worker:
@@ -173,14 +232,15 @@ def build_routes(
             files = [path for path in files if path.stem == worker]
         chunks, cursor = [], {}
         for path in files:
-            start = int(offsets.get(path.name, 0))
+            start = offsets.get(path.name, 0)
             with open(path, "rb") as handle:
                 handle.seek(start)
                 data = handle.read()
             cursor[path.name] = start + len(data)
             lines = data.decode(errors="replace").splitlines()
             chunks.extend(f"[{path.stem}] {line}" for line in lines)
-        return JSONResponse({"lines": chunks if offsets else chunks[-tail:], "cursor": cursor})
+        return JSONResponse({"lines": chunks if offsets else chunks[max(0, len(chunks) - tail):],
+                             "cursor": cursor})
 
     def volume_users() -> dict[str, list[str]]:
         return users_by_volume((e.name, e.spec) for e in supervisor.endpoints.values())
@@ -192,7 +252,7 @@ def build_routes(
     async def create_volume(request: Request) -> Response:
         try:
             body = await json_body(request)
-            if not isinstance(body, dict) or not body.get("name"):
+            if not body.get("name"):
                 return _error(422, "volume request needs a JSON body with a 'name'")
             path, created = supervisor.volumes.create(str(body["name"]), body.get("size"))
         except ValueError as exc:
@@ -228,8 +288,10 @@ def build_routes(
     return [
         Route("/health", health),
         Route("/api/v1/status", protected(status)),
-        Route("/api/v1/endpoints/live", protected(create_live_endpoint), methods=["POST"]),
-        Route("/api/v1/endpoints/{endpoint_id}", protected(get_endpoint)),
+        Route("/api/v1/endpoints/live", protected(create_live_endpoint, _provisions_live),
+              methods=["POST"]),
+        Route("/api/v1/endpoints/{endpoint_id}",
+              protected(get_endpoint, _reads_callable(supervisor))),
         Route("/api/v1/endpoints/{endpoint_id}", protected(delete_endpoint), methods=["DELETE"]),
         Route("/api/v1/endpoints/{endpoint_id}/logs", protected(endpoint_logs)),
         Route("/api/v1/artifacts/{sha256}", protected(upload_artifact), methods=["PUT"]),
@@ -240,5 +302,6 @@ def build_routes(
         Route("/api/v1/volumes", protected(create_volume), methods=["POST"]),
         Route("/api/v1/volumes/{name}", protected(delete_volume), methods=["DELETE"]),
         Route("/api/v1/shutdown", protected(shutdown), methods=["POST"]),
-        Route("/internal/workers/{worker_id}/ready", protected(worker_ready), methods=["POST"]),
+        Route("/internal/workers/{worker_id}/ready", protected(worker_ready, _own_worker),
+              methods=["POST"]),
     ]

@@ -6,7 +6,6 @@ environment (or an app) undeploys them first. The CLI asks before calling a dele
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from runpod_flash import strict_json
 from runpod_flash.platform.apps import AppError, Apps
 from runpod_flash.platform.supervisor import Supervisor
 
@@ -46,8 +46,8 @@ def build_app_routes(
 
     async def named(request: Request) -> str:
         try:
-            body = json.loads(await request.body())
-        except ValueError as exc:
+            body = strict_json.loads(await request.body())
+        except strict_json.InvalidJSON as exc:
             raise AppError(400, f"request body is not valid JSON: {exc}") from None
         if not isinstance(body, dict) or "name" not in body:
             raise AppError(422, 'the body needs a "name", e.g. {"name": "staging"}')

@@ -57,7 +57,7 @@ async def store(sha256: str, chunks: AsyncIterator[bytes]) -> Path:
         if digest.hexdigest() != sha256:
             raise ArtifactRejected("artifact content does not match its sha256 (corrupt upload)")
         try:
-            await asyncio.to_thread(extract_artifact, tmp, target)
+            await asyncio.to_thread(extract_artifact, tmp, target, config.max_unpacked_bytes())
         except ArtifactError as exc:
             raise ArtifactRejected(f"artifact rejected: {exc}") from None
         return target

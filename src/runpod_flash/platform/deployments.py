@@ -9,6 +9,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from runpod_flash import config
 from runpod_flash.control import DEFAULT_ENVIRONMENT, deployed_endpoint_id
 from runpod_flash.dependencies import APPROVED_KEY
 from runpod_flash.platform import artifacts
@@ -77,10 +78,19 @@ def endpoint_specs(
             "routes": manifest.get("routes", {}).get(name, {}),
             **({APPROVED_KEY: approved[name]} if (approved or {}).get(name) else {}),
             "peers": {peer: path for peer, path in peers.items() if peer != name},
-            **({"handler_file": resource["handler_file"]} if resource.get("handler_file")
-               else {}),
+            **({"handler_file": _handler_file(sha256, resource["handler_file"])}
+               if resource.get("handler_file") else {}),
         })
     return specs, skipped
+
+
+def _handler_file(sha256: str, handler_file: Any) -> str:
+    """A worker script the manifest names: a file of the artifact, never one outside it."""
+    try:
+        config.path_inside(artifacts.app_dir(sha256), str(handler_file))
+    except ValueError as exc:
+        raise artifacts.ArtifactRejected(f"handler_file {exc}") from None
+    return str(handler_file)
 
 
 class Deployments:

@@ -49,6 +49,7 @@ class Worker:
     process: LocalProcess | None = None
     in_flight: int = 0
     failed_pings: int = 0
+    gateway_secret: bytes = b""  # sent on every request to it (platform.credentials)
     started_at: float = field(default_factory=time.monotonic)
     last_active: float = field(default_factory=time.monotonic)  # last request or job
     last_seen: float = field(default_factory=time.monotonic)  # last sign of life

@@ -1,9 +1,10 @@
 """The gateway's common case, outside ASGI: a small proxied request to a warm worker.
 
 uvicorn's per-request machinery (scope, request cycle, a task, `receive`/`send`) costs more
-CPU than the whole proxy hop. This protocol is uvicorn's own httptools protocol with one
-change: a request for `/ep/...` that needs nothing special (a ready worker with an idle
-kept-alive connection, a small body with a Content-Length, no `Expect`, no upgrade) is
+CPU than the whole proxy hop. This protocol is uvicorn's own httptools protocol, bounded
+(http.server_limits), with one change: a request for `/ep/...` that needs nothing special
+(a ready worker with an idle kept-alive connection, a small body with a Content-Length, no
+`Expect`, no upgrade, a `Host` and `Origin` the platform's front door lets in) is
 forwarded from the parser's callbacks, and the worker's answer written back from the
 client connection's, with no task at all. Everything else (cold starts, waiting for a
 worker, streamed or large uploads, `Expect: 100-continue`, errors, pipelined requests) goes
@@ -15,19 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Hashable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from runpod_flash.http.aio import Response
 from runpod_flash.http.errors import ConnectionClosed, HttpError, ResponseTimeout
 from runpod_flash.http.headers import Headers, content_length
 from runpod_flash.http.parse import ResponseParser, request_head
+from runpod_flash.http.server_limits import Deadlines, LimitedHttpProtocol, ServerLimits
 from runpod_flash.platform import gateway as gw
+from runpod_flash.platform.app import FrontDoor
 from runpod_flash.platform.endpoints import Endpoint, Worker
 
-FAST_BODY_LIMIT = 256 * 1024  # larger bodies stream through the ASGI gateway
+# Larger bodies stream through the ASGI gateway (which also refuses those over the limit).
+FAST_BODY_LIMIT = min(256 * 1024, gw.MAX_BODY_BYTES)
 _FAST_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS"})
 _FALL_BACK = frozenset({b"expect", b"transfer-encoding", b"upgrade"})
 
@@ -47,43 +50,6 @@ def _small(parser: ResponseParser) -> bool:
     """A body with a declared length small enough to collect before answering."""
     length = content_length(parser.headers)
     return length is not None and length <= FAST_BODY_LIMIT
-
-
-class Deadlines:
-    """Deadlines checked ten times a second: first bytes of the fast lane's exchanges, and
-    its idle kept-alive client connections.
-
-    A timer per request (call_later + cancel, ~4.5 us under uvloop) cost more than the rest
-    of the request's bookkeeping; a dict entry costs a fraction of that, and deadlines of
-    seconds do not need millisecond precision.
-    """
-
-    SWEEP_S = 0.1
-
-    def __init__(self) -> None:
-        self._due: dict[Hashable, tuple[float, Callable[[], None]]] = {}
-        self._armed = False
-
-    def add(self, key: Hashable, seconds: float, on_expiry: Callable[[], None]) -> None:
-        loop = asyncio.get_running_loop()
-        self._due[key] = (loop.time() + seconds, on_expiry)
-        if not self._armed:
-            self._armed = True
-            loop.call_later(self.SWEEP_S, self._sweep)
-
-    def discard(self, key: Hashable) -> None:
-        self._due.pop(key, None)
-
-    def _sweep(self) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        for key in [key for key, (due, _) in self._due.items() if due <= now]:
-            _, on_expiry = self._due.pop(key)
-            on_expiry()
-        if self._due:
-            loop.call_later(self.SWEEP_S, self._sweep)
-        else:
-            self._armed = False
 
 
 class _NoEvent:
@@ -153,7 +119,8 @@ class Exchange:
         connection.listener = self._progress
         body = b"".join(self.body)
         connection.transport.write(request_head(
-            self.method, self.target, connection.authority, self.headers, len(body)
+            self.method, self.target, connection.authority,
+            gw.with_secret(self.headers, self.worker), len(body)
         ) + body)
         connection.request_sent = True
         self.lane.deadlines.add(self, gw.response_timeout(self.endpoint), self.expire)
@@ -295,10 +262,12 @@ class Exchange:
             self._finish(gw.CLIENT_GONE)
 
 
-class GatewayProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP/1.1 protocol, with the fast lane for plain proxied requests."""
+class GatewayProtocol(LimitedHttpProtocol):
+    """uvicorn's HTTP/1.1 protocol, bounded (LimitedHttpProtocol), with the fast lane for
+    plain proxied requests."""
 
     gateway: gw.Gateway  # set by `for_gateway`
+    front_door: FrontDoor
     deadlines: Deadlines
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -306,18 +275,19 @@ class GatewayProtocol(HttpToolsProtocol):
         self.exchange: Exchange | None = None
 
     @classmethod
-    def for_gateway(cls, gateway: gw.Gateway) -> type[GatewayProtocol]:
-        return type("BoundGatewayProtocol", (cls,), {
-            "gateway": gateway, "deadlines": Deadlines()})
+    def for_gateway(
+        cls, gateway: gw.Gateway, front_door: FrontDoor, limits: ServerLimits
+    ) -> type[GatewayProtocol]:
+        return cls.bound(limits, gateway=gateway, front_door=front_door)  # type: ignore[return-value]
 
-    def on_headers_complete(self) -> None:
+    def handle_request(self) -> None:
         if self.url.startswith(b"/ep/") and (self.cycle is None or self.cycle.response_complete):
             exchange = self._open_exchange()
             if exchange is not None:
                 self.exchange = exchange
                 self.cycle = exchange  # type: ignore[assignment]
                 return
-        super().on_headers_complete()
+        super().handle_request()
 
     def _open_exchange(self) -> Exchange | None:
         """An exchange when the request qualifies for the fast lane, else None."""
@@ -337,8 +307,9 @@ class GatewayProtocol(HttpToolsProtocol):
         path = "/" + rest
         gateway = self.gateway
         endpoint = gateway.supervisor.endpoints.get(endpoint_id)
-        if endpoint is None or not gateway.admits(endpoint, path, self.headers):
-            return None
+        if endpoint is None or self.front_door.refusal(self.headers) is not None or \
+                not gateway.admits(endpoint, path, self.headers):
+            return None  # the ASGI path answers (PlatformApp refuses what the door does)
         worker = gateway.supervisor.try_acquire(endpoint)
         if worker is None:
             return None
@@ -349,7 +320,7 @@ class GatewayProtocol(HttpToolsProtocol):
         target = path + ("?" + query.decode("latin-1") if query else "")
         return Exchange(
             self, endpoint, worker, connection, method.decode("ascii"), target, path,
-            gateway.forward_headers(endpoint, self.headers),
+            gateway.forward_headers(endpoint, self.headers),  # the worker's secret: per send
             self.parser.should_keep_alive() and self.parser.get_http_version() == "1.1",
         )
 
@@ -368,21 +339,4 @@ class GatewayProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.exchange is not None:
             self.exchange.client_gone()
-        self.deadlines.discard(self)
         super().connection_lost(exc)
-
-    # uvicorn arms a timer per response for the keep-alive timeout; a swept deadline does
-    # the same job for a fraction of the cost.
-    def on_response_complete(self) -> None:
-        if self.pipeline:
-            super().on_response_complete()  # starts the next queued request
-            return
-        self.server_state.total_requests += 1
-        if self.transport.is_closing():
-            return
-        self.flow.resume_reading()
-        self.deadlines.add(self, self.timeout_keep_alive, self.timeout_keep_alive_handler)
-
-    def _unset_keepalive_if_required(self) -> None:
-        self.deadlines.discard(self)
-        super()._unset_keepalive_if_required()

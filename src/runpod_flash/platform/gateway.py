@@ -11,6 +11,7 @@ client that leaves cancels the worker's request, and every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import os
@@ -18,11 +19,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from runpod_flash import config
 from runpod_flash.asgi import ClientDisconnected, send_json
 from runpod_flash.http.aio import ConnectionPool, Response, StreamedBody, Timeouts
 from runpod_flash.http.errors import ConnectFailed, ConnectionClosed, HttpError, ResponseTimeout
 from runpod_flash.http.headers import Headers, content_length, end_to_end
 from runpod_flash.http.parse import IDEMPOTENT
+from runpod_flash.http.server_limits import LINGER_S
+from runpod_flash.platform.credentials import GATEWAY_SECRET_HEADER, bearer
 from runpod_flash.platform.endpoints import Endpoint, Worker
 from runpod_flash.platform.metrics import Metrics, route_label
 from runpod_flash.platform.supervisor import (
@@ -36,7 +40,9 @@ logger = logging.getLogger("runpod_flash.platform")
 
 PREFIX = "/ep/"
 WORKER_HOST = "127.0.0.1"
-MAX_BODY_BYTES = 64 * 1024 * 1024
+# The endpoints' request body limit, the workers' too (they inherit FLASH_MAX_BODY_MB): the
+# gateway refuses what a worker would, before sending any of it on.
+MAX_BODY_BYTES = config.max_body_bytes()
 COLD_START_WAIT_S = float(os.environ.get("FLASH_COLD_START_WAIT", "60"))
 CONNECT_TIMEOUT_S = 5.0
 # First response byte: the endpoint's executionTimeoutMs, or this when it has none.
@@ -50,7 +56,10 @@ CLIENT_GONE = 499  # recorded (never sent): the client closed the connection fir
 VIA = (b"via", b"1.1 openflash")
 _PLATFORM_WRITES = frozenset({b"date", b"server"})  # the platform's server adds its own
 _NO_BODY_STATUS = frozenset({204, 304})
-_API_KEY = frozenset({b"authorization"})  # a deployed endpoint's key stays at the gateway
+# Credentials stay at the gateway: a deployed endpoint's API key, the platform or worker
+# token of a live call (the worker answers only the gateway's secret, added per worker).
+_CREDENTIALS = frozenset({b"authorization", GATEWAY_SECRET_HEADER})
+_OWN_SECRET = frozenset({GATEWAY_SECRET_HEADER})
 
 Scope = dict[str, Any]
 
@@ -147,7 +156,9 @@ class Gateway:
         if declared is not None and declared > MAX_BODY_BYTES:
             # Refused before reading: a client that sent `Expect: 100-continue` never
             # gets a 100 and need not send the body at all.
-            await reply(send, 413, f"request body over {MAX_BODY_BYTES} bytes")
+            if not any(name == b"expect" for name, _ in headers):
+                await _linger(receive)  # it is sending the body anyway: let it see the 413
+            await reply(send, 413, _over_limit(declared))
             return
         started = time.perf_counter()
         watch = _ClientWatch(receive)
@@ -171,17 +182,38 @@ class Gateway:
             and self._key_ok(endpoint, headers)
 
     def _token_ok(self, endpoint: Endpoint, path: str, headers: Headers) -> bool:
-        """Live `/execute` runs arbitrary code: only platform token holders reach it."""
+        """Live `/execute` runs arbitrary code: only the platform token reaches it, or a
+        live worker's own token (its code calls live endpoints, as a script does)."""
         return endpoint.kind != "live" or path != "/execute" or \
-            self._authorized(headers, self._platform_auth)
+            self._credential_ok(endpoint, headers, self._platform_auth)
 
     def _key_ok(self, endpoint: Endpoint, headers: Headers) -> bool:
         return endpoint.kind == "live" or self._api_key_auth is None or \
-            self._authorized(headers, self._api_key_auth, self._platform_auth)
+            self._credential_ok(endpoint, headers, self._api_key_auth, self._platform_auth)
+
+    def _credential_ok(self, endpoint: Endpoint, headers: Headers, *accepted: bytes) -> bool:
+        """One of `accepted`, or the token of a worker whose code may call this endpoint
+        (a deployed worker its deployment's endpoints, a live worker live ones)."""
+        if authorized(headers, *accepted):
+            return True
+        supplied = next((value for name, value in headers if name == b"authorization"), None)
+        grant = self.supervisor.credentials.for_token(bearer(supplied))
+        return grant is not None and grant.may_call(endpoint.id, endpoint.kind == "live")
+
+    def _carries_ours(self, headers: Headers) -> bool:
+        """Whether `Authorization` holds the platform token or a worker's: user code behind
+        an open endpoint keeps its own auth headers, never ours."""
+        for name, value in headers:
+            if name == b"authorization":
+                return authorized(headers, self._platform_auth) or \
+                    self.supervisor.credentials.for_token(bearer(value)) is not None
+        return False
 
     def forward_headers(self, endpoint: Endpoint, headers: Headers) -> Headers:
-        """What the worker gets: end-to-end headers, the API key kept from user code."""
-        drop = _API_KEY if endpoint.kind != "live" and self._api_key_auth else frozenset()
+        """What the worker gets: end-to-end headers, never a credential of ours (the API
+        key, the token of a live call); the worker's secret is added per worker."""
+        ours = endpoint.kind == "live" or self._api_key_auth or self._carries_ours(headers)
+        drop = _CREDENTIALS if ours else _OWN_SECRET
         forwarded = end_to_end(headers, drop)
         forwarded.append(VIA)
         return forwarded
@@ -200,13 +232,6 @@ class Gateway:
             label = self._route_labels[key] = route_label(
                 endpoint.spec.get("routes") or {}, method, path)
         self.metrics.observe_request(endpoint.name, label, status, time.perf_counter() - started)
-
-    @staticmethod
-    def _authorized(headers: Headers, *accepted: bytes) -> bool:
-        for name, value in headers:
-            if name == b"authorization":
-                return any(hmac.compare_digest(value, expected) for expected in accepted)
-        return False
 
     async def _handle(
         self, endpoint: Endpoint, scope: Scope, path: str, headers: Headers,
@@ -232,7 +257,7 @@ class Gateway:
         except ClientDisconnected:
             return CLIENT_GONE  # mid-upload: the worker's connection was closed unfinished
         except BodyOverLimit:
-            return await reply(send, 413, f"request body over {MAX_BODY_BYTES} bytes")
+            return await reply(send, 413, _over_limit(None))
 
     async def forward(
         self, endpoint: Endpoint, method: str, target: str, forward_headers: Headers,
@@ -260,7 +285,8 @@ class Gateway:
                 return await reply(send, 503, str(exc), [(b"retry-after", b"5")])
             try:
                 response = await self.upstream.request(
-                    WORKER_HOST, worker.port or 0, method, target, forward_headers, body,
+                    WORKER_HOST, worker.port or 0, method, target,
+                    with_secret(forward_headers, worker), body,
                     timeouts,
                 )
                 if upload is not None and not upload.finished:
@@ -276,6 +302,34 @@ class Gateway:
             finally:
                 self.supervisor.release(worker)
         raise AssertionError("the loop returns on its last attempt")
+
+
+async def _linger(receive: Any) -> None:
+    """Read and drop the body a client sends without waiting for `100 Continue`, for at most
+    LINGER_S, before refusing it: it then reads the refusal instead of a connection reset
+    (uvicorn ends a request's body once its response is sent). Nothing is kept."""
+
+    async def drain() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                return
+
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(drain(), LINGER_S)
+
+
+def with_secret(headers: Headers, worker: Worker) -> Headers:
+    """A request's headers for one worker: with its gateway secret, which it requires."""
+    return [*headers, (GATEWAY_SECRET_HEADER, worker.gateway_secret)]
+
+
+def authorized(headers: Headers, *accepted: bytes) -> bool:
+    """Whether the request's `Authorization` is one of `accepted` (compared in constant time)."""
+    for name, value in headers:
+        if name == b"authorization":
+            return any(hmac.compare_digest(value, expected) for expected in accepted)
+    return False
 
 
 def relayed_headers(
@@ -395,6 +449,13 @@ def failure_reply(worker_id: str, method: str, exc: HttpError) -> tuple[int, str
         return 502, (f"worker {worker_id} closed the connection while handling this {method} "
                      f"request ({exc}); it was not retried because it may have run")
     return 502, f"worker {worker_id} answered with invalid HTTP: {exc}"
+
+
+def _over_limit(declared: int | None) -> str:
+    size = f"of {declared} bytes " if declared is not None else ""
+    return (f"request body {size}over the {MAX_BODY_BYTES / 1024**2:g} MiB limit "
+            f"({MAX_BODY_BYTES} bytes); send less, or raise {config.ENV_MAX_BODY_MB} on the "
+            "platform")
 
 
 def _uncancel() -> None:

@@ -1,14 +1,21 @@
 """The durable job queue of queue-based endpoints.
 
-Memory holds the live state and answers every request; SQLite records each transition
-(submitted, taken, finished) so a platform killed with `kill -9` loses no job. A result is
-accepted only from the worker that holds the job, so no job completes twice.
+Memory holds what the hot path needs: each unfinished job's state and, when small, its input.
+The store holds every payload and every finished job (read back for `/status`), so memory
+stays bounded by the per-endpoint cap however large the payloads and however many results are
+kept. A submission is committed before it is acknowledged, so a platform killed with `kill -9`
+loses no job; later transitions are written behind, off the event loop (a crash before one is
+written runs the job again, as a crashed worker does). A result is accepted only from the
+worker that holds the job, so no job completes twice. Deadlines wait in a heap: a sweep costs
+what expires, not what is kept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import json
 import logging
 import time
@@ -18,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from runpod_flash import config
 from runpod_flash.http.blocking import request
 from runpod_flash.platform.autoscaler import Load
 from runpod_flash.platform.store import Store
@@ -34,17 +42,31 @@ LEASE_S = 30.0  # a worker that neither pings nor reports for this long has lost
 WEBHOOK_ATTEMPTS = 3
 WEBHOOK_BACKOFF_S = 2.0
 WEBHOOK_TIMEOUT_S = 10.0
+INLINE_INPUT_BYTES = 64 * 1024  # larger inputs are read from the store when taken
+SWEEP_INTERVAL_S = 0.25
+PRUNE_INTERVAL_S = 5.0
+DEADLINE_SLACK = 10_000  # void deadlines tolerated before the heap is rebuilt
+_STORED = object()  # a Job's input that is in the store only
 
 
 class JobError(ValueError):
     """A request about a job that cannot be honoured; the message says why."""
+
+    status = 400  # the queue API's answer
+
+
+class QueueFull(JobError):
+    """An endpoint has as many jobs waiting as it may (`FLASH_MAX_QUEUED_JOBS`)."""
+
+    status = 429
 
 
 @dataclass(eq=False)
 class Job:
     id: str
     endpoint_id: str
-    input: Any
+    stored_input: Any  # the input, or _STORED when only the store has it
+    store: Store
     policy: dict[str, Any] = field(default_factory=dict)
     webhook: str | None = None
     status: str = "IN_QUEUE"
@@ -61,7 +83,15 @@ class Job:
     stream: list[Any] = field(default_factory=list)
     streamed: int = 0  # chunks already returned by /stream
     affinity: str | None = None  # the worker that holds its class instance, while it serves
+    turn: int = 0  # bumped by every transition: deadlines of an earlier turn are void
     done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def input(self) -> Any:
+        """The job's input; a large one is read from the store when a worker takes it."""
+        if self.stored_input is _STORED:
+            return self.store.job_input(self.id)
+        return self.stored_input
 
     @property
     def execution_timeout_s(self) -> float:
@@ -87,14 +117,24 @@ class Job:
         return body
 
     def row(self) -> dict[str, Any]:
+        """The store's row of the job, all but its input."""
         return {
             "id": self.id, "endpoint_id": self.endpoint_id, "status": self.status,
-            "input": json.dumps(self.input), "output": json.dumps(self.output),
-            "error": self.error, "policy": json.dumps(self.policy), "webhook": self.webhook,
-            "worker_id": self.worker_id, "attempts": self.attempts, "retried": self.retried,
-            "created_at": self.created_at, "started_at": self.started_at,
-            "completed_at": self.completed_at,
+            "output": self.output, "error": self.error, "policy": self.policy,
+            "webhook": self.webhook, "worker_id": self.worker_id, "attempts": self.attempts,
+            "retried": self.retried, "created_at": self.created_at,
+            "started_at": self.started_at, "completed_at": self.completed_at,
         }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any], store: Store) -> Job:
+        job = cls(row["id"], row["endpoint_id"], row.get("input", _STORED), store,
+                  row["policy"], row["webhook"], row["status"], row["output"], row["error"],
+                  row["worker_id"], row["attempts"], row["retried"], row["created_at"],
+                  row["started_at"], row["completed_at"])
+        if job.status in FINAL:
+            job.done.set()
+        return job
 
 
 class EndpointQueue:
@@ -122,33 +162,28 @@ class JobQueue:
         self._on_load = on_load  # (worker id, jobs it now holds): keeps routing and drain true
         self.on_finish: Callable[[Job], None] = lambda job: None
         self._held: dict[str, set[str]] = {}
-        self.jobs: dict[str, Job] = {}
+        self._released: set[str] = set()  # draining or gone: they get no more jobs
+        self.jobs: dict[str, Job] = {}  # unfinished ones, and finished ones with unread chunks
         self.queues: dict[str, EndpointQueue] = {}
         self._on_demand = on_demand  # (endpoint id, jobs waiting): work needs a worker
+        self.max_queued = config.max_queued_jobs()
+        self.max_finished = config.max_finished_jobs()
+        # (monotonic deadline, sequence, kind, job id, stamp): see `_expire`
+        self._deadlines: list[tuple[float, int, str, str, float]] = []
+        self._sequence = itertools.count()
+        self._next_prune = 0.0
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- life cycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Reload unfinished and retained jobs; jobs that were running are queued again."""
-        now = time.time()
-        for row in self.store.jobs():
-            job = Job(
-                row["id"], row["endpoint_id"], json.loads(row["input"]),
-                json.loads(row["policy"] or "{}"), row["webhook"], row["status"],
-                json.loads(row["output"]) if row["output"] else None, row["error"],
-                row["worker_id"], row["attempts"], row["retried"], row["created_at"],
-                row["started_at"], row["completed_at"],
-            )
-            if job.status in FINAL:
-                if now - (job.completed_at or now) > RESULT_RETENTION_S:
-                    self.store.delete_job(job.id)
-                    continue
-                job.done.set()
-                self.jobs[job.id] = job
-                continue
+        """Reload unfinished jobs (those that were running are queued again); finished ones
+        stay in the store, read when asked for."""
+        for row in self.store.unfinished_jobs(INLINE_INPUT_BYTES):
+            job = Job.from_row(row, self.store)
             self.jobs[job.id] = job
+            self._expire_at_ttl(job)
             if job.status == "IN_PROGRESS":  # its worker died with the old platform
                 self._requeue(job, "the platform restarted while it ran")
             else:
@@ -199,15 +234,32 @@ class JobQueue:
         affinity = body.get("affinity")
         if affinity is not None and not isinstance(affinity, str):
             raise JobError('"affinity" must be the id of a worker (a string)')
+        self._check_room(endpoint_id)
         job_id = ("sync-" if sync else "") + str(uuid.uuid4())
-        job = Job(job_id, endpoint_id, body["input"], policy, webhook, affinity=affinity)
+        input_json = json.dumps(body["input"])
+        kept = body["input"] if len(input_json) <= INLINE_INPUT_BYTES else _STORED
+        job = Job(job_id, endpoint_id, kept, self.store, policy, webhook, affinity=affinity)
+        self.store.commit_job(job.row(), input_json)
         self.jobs[job.id] = job
-        self.store.save_job(job.row())
+        self._expire_at_ttl(job)
         self._offer(job)
         return job
 
+    def _check_room(self, endpoint_id: str) -> None:
+        waiting = len(self.queue(endpoint_id).waiting)
+        if waiting >= self.max_queued:
+            raise QueueFull(
+                f"endpoint '{endpoint_id}' already has {waiting} jobs waiting, its limit "
+                f"({config.ENV_MAX_QUEUED_JOBS}); retry later, give it more workers "
+                f"(workersMax), or raise {config.ENV_MAX_QUEUED_JOBS} on the platform"
+            )
+
     def get(self, endpoint_id: str, job_id: str) -> Job:
+        """A job by id: unfinished ones from memory, finished ones from the store."""
         job = self.jobs.get(job_id)
+        if job is None:
+            row = self.store.job(job_id)
+            job = None if row is None else Job.from_row(row, self.store)
         if job is None or job.endpoint_id != endpoint_id:
             raise KeyError(job_id)
         return job
@@ -215,6 +267,8 @@ class JobQueue:
     def take_stream(self, job: Job) -> list[dict[str, Any]]:
         chunks = [{"output": chunk} for chunk in job.stream[job.streamed:]]
         job.streamed = len(job.stream)
+        if job.status in FINAL and self.jobs.get(job.id) is job:
+            del self.jobs[job.id]  # every chunk read: the store answers from now on
         return chunks
 
     def cancel(self, job: Job) -> None:
@@ -232,13 +286,19 @@ class JobQueue:
         if job.status not in ("FAILED", "TIMED_OUT"):
             raise JobError(f"only FAILED or TIMED_OUT jobs can be retried; this one is "
                            f"{job.status}")
+        self._check_room(job.endpoint_id)
         job.status, job.output, job.error = "IN_QUEUE", None, None
         job.worker_id, job.started_at, job.completed_at = None, None, None
         job.attempts, job.stream, job.streamed = 0, [], 0
         job.created_at, job.done = time.time(), asyncio.Event()
         job.retried += 1
+        job.turn += 1
+        if not self.store.commit_job(job.row()):
+            raise JobError(f"job {job.id} is no longer kept (finished jobs are kept "
+                           f"{RESULT_RETENTION_S // 60} minutes); submit it again")
         self.queue(job.endpoint_id).counts["retried"] += 1
-        self.store.save_job(job.row())
+        self.jobs[job.id] = job
+        self._expire_at_ttl(job)
         self._offer(job)
 
     def purge(self, endpoint_id: str) -> int:
@@ -264,10 +324,12 @@ class JobQueue:
     # -- worker side ------------------------------------------------------------------------
 
     def _may_take(self, job: Job, worker_id: str) -> bool:
-        """A job with an affinity waits for its worker while that worker takes jobs (a class
-        instance lives there); once the worker is gone or draining, any worker may run it."""
-        return job.affinity is None or job.affinity == worker_id or \
-            not self._serving(job.affinity)
+        """A draining worker takes nothing. A job with an affinity waits for its worker while
+        that worker takes jobs (a class instance lives there); once the worker is gone or
+        draining, any worker may run it."""
+        return worker_id not in self._released and (
+            job.affinity is None or job.affinity == worker_id or not self._serving(job.affinity)
+        )
 
     def _offer(self, job: Job) -> None:
         """Hand the job to a waiting worker, or queue it and ask for capacity."""
@@ -300,8 +362,12 @@ class JobQueue:
         job.status, job.worker_id = "IN_PROGRESS", worker_id
         job.started_at = time.time()
         job.attempts += 1
-        job.lease_until = time.monotonic() + LEASE_S
-        self.store.save_job(job.row())
+        job.turn += 1
+        clock = time.monotonic()
+        job.lease_until = clock + LEASE_S
+        self._expire_at(clock + job.execution_timeout_s, "timeout", job, job.turn)
+        self._expire_at(job.lease_until, "lease", job, job.turn)
+        self.store.update_job(job.row())
 
     def _ready_job(self, queue: EndpointQueue, worker_id: str) -> Job | None:
         now = time.monotonic()
@@ -382,8 +448,10 @@ class JobQueue:
         return sorted(queue.stops.pop(worker_id, set()))
 
     def release_worker(self, worker_id: str) -> None:
-        """End a worker's long polls now (it is draining or gone): it gets no new job, and
-        jobs that waited for it (affinity) go to the other workers."""
+        """End a worker's long polls now (it is draining or gone): it gets no new job, not
+        even from a take that is on its way, and jobs that waited for it (affinity) go to
+        the other workers."""
+        self._released.add(worker_id)
         for queue in self.queues.values():
             event = queue.stop_waiters.get(worker_id)
             if event is not None:
@@ -396,10 +464,12 @@ class JobQueue:
     def worker_gone(self, worker_id: str) -> None:
         """Its process exited: every job it held runs again elsewhere (bounded)."""
         self.release_worker(worker_id)
-        for job in list(self.jobs.values()):
-            if job.worker_id == worker_id and job.status == "IN_PROGRESS":
+        for job_id in list(self._held.get(worker_id, ())):
+            job = self.jobs.get(job_id)
+            if job is not None and job.worker_id == worker_id and job.status == "IN_PROGRESS":
                 self._requeue(job, f"its worker {worker_id} died")
         self._held.pop(worker_id, None)
+        self._released.discard(worker_id)
         for queue in self.queues.values():
             queue.stops.pop(worker_id, None)
             queue.stop_waiters.pop(worker_id, None)
@@ -419,9 +489,11 @@ class JobQueue:
         if job.worker_id:
             self._hold(job, job.worker_id, False)
         job.status, job.worker_id, job.started_at = "IN_QUEUE", None, None
+        job.turn += 1
         job.not_before = time.monotonic() + RETRY_BACKOFF_S[min(job.attempts,
                                                                 len(RETRY_BACKOFF_S) - 1)]
-        self.store.save_job(job.row())
+        self._expire_at(job.not_before, "ready", job, job.turn)
+        self.store.update_job(job.row())
         queue = self.queue(job.endpoint_id)
         queue.waiting.appendleft(job)
         self._on_demand(job.endpoint_id, len(queue.waiting))
@@ -438,12 +510,17 @@ class JobQueue:
         job.completed_at = time.time()
         if job.started_at is None:
             job.started_at = job.completed_at
+        job.turn += 1
         counts = self.queue(job.endpoint_id).counts
         if status == "COMPLETED":
             counts["completed"] += 1
         elif status in ("FAILED", "TIMED_OUT"):
             counts["failed"] += 1
-        self.store.save_job(job.row())
+        self.store.update_job(job.row())
+        if job.streamed < len(job.stream):  # kept until its chunks are read, or expire
+            self._expire_at(time.monotonic() + RESULT_RETENTION_S, "forget", job, job.turn)
+        else:
+            self.jobs.pop(job.id, None)
         job.done.set()
         self.on_finish(job)
         if job.webhook:
@@ -464,43 +541,78 @@ class JobQueue:
 
     # -- time-based transitions ---------------------------------------------------------------
 
+    def _expire_at(self, when: float, kind: str, job: Job, stamp: float) -> None:
+        heapq.heappush(self._deadlines, (when, next(self._sequence), kind, job.id, stamp))
+
+    def _expire_at_ttl(self, job: Job) -> None:
+        """The ttl counts from submission (wall clock, so it survives a restart)."""
+        left = job.created_at + job.ttl_s - time.time()
+        self._expire_at(time.monotonic() + left, "ttl", job, job.created_at)
+
     async def _sweep_forever(self) -> None:
         while True:
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(SWEEP_INTERVAL_S)
             try:
                 self.sweep()
             except Exception:
                 logger.exception("job sweep failed")
 
     def sweep(self) -> None:
-        now, clock = time.time(), time.monotonic()
-        for job in list(self.jobs.values()):
-            if job.status in FINAL:
-                if now - (job.completed_at or now) > RESULT_RETENTION_S:
-                    del self.jobs[job.id]
-                    self.store.delete_job(job.id)
-                continue
-            queue = self.queue(job.endpoint_id)
-            if now - job.created_at > job.ttl_s:
+        """Act on the deadlines that passed; ask for capacity where jobs wait; now and then,
+        prune finished jobs past their retention or over the count."""
+        clock = time.monotonic()
+        while self._deadlines and self._deadlines[0][0] <= clock:
+            _, _, kind, job_id, stamp = heapq.heappop(self._deadlines)
+            job = self.jobs.get(job_id)
+            if job is not None:  # else it finished: its deadlines are void
+                self._expire(kind, job, stamp, clock)
+        if len(self._deadlines) > DEADLINE_SLACK + 4 * len(self.jobs):
+            self._drop_void_deadlines()
+        for endpoint_id, queue in self.queues.items():
+            if queue.waiting:
+                self._on_demand(endpoint_id, len(queue.waiting))
+        if clock >= self._next_prune:
+            self._next_prune = clock + PRUNE_INTERVAL_S
+            self.store.prune_jobs(time.time() - RESULT_RETENTION_S, self.max_finished)
+
+    def _expire(self, kind: str, job: Job, stamp: float, clock: float) -> None:
+        """One deadline; a deadline of an earlier turn of the job (or of its earlier
+        submission, for the ttl) no longer applies."""
+        if kind == "ttl":
+            if job.status not in FINAL and job.created_at == stamp:
+                queue = self.queue(job.endpoint_id)
                 if job.status == "IN_QUEUE":
                     with contextlib.suppress(ValueError):
                         queue.waiting.remove(job)
                 elif job.worker_id:
                     self._signal_stop(queue, job.worker_id, job.id)
                 self._finish(job, "TIMED_OUT", error=f"job expired: ttl of {job.ttl_s:g}s")
-            elif job.status == "IN_PROGRESS" and job.started_at is not None and \
-                    now - job.started_at > job.execution_timeout_s:
-                if job.worker_id:
-                    self._signal_stop(queue, job.worker_id, job.id)
-                self._finish(job, "TIMED_OUT", error=(
-                    f"execution timeout: ran longer than {job.execution_timeout_s:g}s"
-                ))
-            elif job.status == "IN_PROGRESS" and clock > job.lease_until:
+        elif job.turn != stamp:
+            return
+        elif kind == "timeout":
+            if job.worker_id:
+                self._signal_stop(self.queue(job.endpoint_id), job.worker_id, job.id)
+            self._finish(job, "TIMED_OUT", error=(
+                f"execution timeout: ran longer than {job.execution_timeout_s:g}s"
+            ))
+        elif kind == "lease":
+            if clock < job.lease_until:  # it pinged meanwhile
+                self._expire_at(job.lease_until, "lease", job, job.turn)
+            else:
                 self._requeue(job, f"its worker {job.worker_id} stopped reporting")
-        for endpoint_id, queue in self.queues.items():
-            if queue.waiting:
-                self._on_demand(endpoint_id, len(queue.waiting))
-                self._wake_takers(queue)
+        elif kind == "ready":
+            self._wake_takers(self.queue(job.endpoint_id))
+        else:  # "forget": its chunks were never read
+            del self.jobs[job.id]
+
+    def _drop_void_deadlines(self) -> None:
+        """Finished jobs leave their deadlines behind (a ttl is a day by default): drop them
+        once they outnumber the live ones, so the heap stays the size of the work."""
+        live = [entry for entry in self._deadlines
+                if (job := self.jobs.get(entry[3])) is not None
+                and (entry[4] == job.created_at if entry[2] == "ttl" else entry[4] == job.turn)]
+        heapq.heapify(live)
+        self._deadlines = live
 
     def _wake_takers(self, queue: EndpointQueue) -> None:
         """Jobs that became ready (retry backoff passed, affinity released) go to workers

@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from runpod_flash import config, strict_json
+from runpod_flash.asgi import ClientDisconnected, read_body
 from runpod_flash.platform.jobs import FINAL, Job, JobError, JobQueue
 from runpod_flash.platform.supervisor import Supervisor
 
-RUN_LIMIT = 10 * 1024 * 1024
-RUNSYNC_LIMIT = 20 * 1024 * 1024
 DEFAULT_WAIT_MS = 90_000
 TAKE_WAIT_S = 20.0
 Handler = Callable[[Request], Awaitable[Response]]
@@ -30,6 +28,13 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _json_content(request: Request) -> bool:
+    """Whether the body is declared JSON. Submissions must say so: a web page can send
+    `text/plain` (or no type) cross-origin without asking, but not `application/json`."""
+    media_type = request.headers.get("content-type", "").partition(";")[0]
+    return media_type.strip().lower() == "application/json"
 
 
 def _supplied_key(request: Request) -> bytes:
@@ -47,6 +52,11 @@ def build_queue_routes(
     def known(key: bytes, accepted: list[bytes]) -> bool:
         return any(hmac.compare_digest(key, candidate) for candidate in accepted)
 
+    def _calls(key: bytes, endpoint_id: str, live: bool) -> bool:
+        """A worker's token, for an endpoint its code may call."""
+        grant = supervisor.credentials.for_token(key.decode("latin-1"))
+        return grant is not None and grant.may_call(endpoint_id, live)
+
     def client(handler: Callable[[Request, str], Awaitable[Response]]) -> Handler:
         """Live endpoints run shipped code: platform token only. Deployed: the API key."""
         async def guarded(request: Request) -> Response:
@@ -55,51 +65,60 @@ def build_queue_routes(
             if endpoint is None or endpoint.spec.get("type") != "QB":
                 return _error(404, f"queue endpoint '{endpoint_id}' not found")
             key = _supplied_key(request)
-            if endpoint.kind == "live" and not known(key, [platform_key]):
-                return _error(401, "live endpoints need the platform token")
-            if endpoint.kind != "live" and api_key and not known(key, client_keys):
-                return _error(401, "missing or invalid API key (Authorization: Bearer <key>)")
+            live = endpoint.kind == "live"
+            needed = [platform_key] if live else client_keys if api_key else None
+            if needed is not None and not known(key, needed) and not _calls(key, endpoint_id,
+                                                                            live):
+                return _error(401, "live endpoints need the platform token" if live else
+                              "missing or invalid API key (Authorization: Bearer <key>)")
             return await handler(request, endpoint_id)
 
         return guarded
 
     def worker(handler: Callable[[Request, str, str], Awaitable[Response]]) -> Handler:
         async def guarded(request: Request) -> Response:
-            if not known(_supplied_key(request), [platform_key]):
-                return _error(401, "workers must send the platform token")
             endpoint_id = request.path_params["endpoint_id"]
             worker_id = request.path_params["worker_id"]
+            key = _supplied_key(request)
+            grant = supervisor.credentials.for_token(key.decode("latin-1"))
+            own = grant is not None and (grant.worker_id, grant.endpoint_id) == (
+                worker_id, endpoint_id)
+            if not own and not known(key, [platform_key]):
+                return _error(401, "a worker pulls only its own endpoint's jobs, with the "
+                                   "token its platform gave it (RUNPOD_AI_API_KEY)")
             supervisor.worker_seen(worker_id)
             return await handler(request, endpoint_id, worker_id)
 
         return guarded
 
-    async def job_body(request: Request, limit: int) -> dict[str, Any]:
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > limit:
-            raise OverflowError
-        data = b""
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > limit:
-                raise OverflowError
-        try:
-            return json.loads(data)
-        except ValueError as exc:
-            raise JobError(f"request body is not valid JSON: {exc}") from None
+    limits = {sync: config.queue_input_limit(sync) for sync in (False, True)}
 
-    async def submit(request: Request, endpoint_id: str, limit: int, sync: bool) -> Job | Response:
+    async def submit(request: Request, endpoint_id: str, sync: bool) -> Job | Response:
+        """The job a `/run` or `/runsync` body describes, or the 4xx that refuses it. The
+        size limit holds before parsing, and no more than it is ever read."""
+        route, limit = ("/runsync" if sync else "/run"), limits[sync]
+        if not _json_content(request):
+            return _error(415, f"{route} takes a JSON body; send the header "
+                               "'Content-Type: application/json'")
+        declared = request.headers.get("content-length", "")
         try:
-            body = await job_body(request, limit)
-            return jobs.submit(endpoint_id, body, sync=sync)
-        except OverflowError:
-            return _error(413, f"request body over {limit // (1024 * 1024)} MB "
-                          f"(the limit of /{'runsync' if sync else 'run'})")
-        except JobError as exc:
-            return _error(400, str(exc))
+            data = None if declared.isdigit() and int(declared) > limit else \
+                await read_body(request.receive, limit)
+        except ClientDisconnected:
+            return _error(400, "the request body ended early (client disconnected)")
+        if data is None:
+            return _error(413, f"request body over {limit / config.MIB:g} MB, the limit of "
+                               f"{route}; pass large inputs by reference (a URL or a volume "
+                               f"path) or raise {config.queue_input_setting(sync)}")
+        try:
+            return jobs.submit(endpoint_id, strict_json.loads(data), sync=sync)
+        except strict_json.InvalidJSON as exc:
+            return _error(400, f"request body is not valid JSON: {exc}")
+        except JobError as exc:  # a QueueFull carries its own status (429)
+            return _error(getattr(exc, "status", 400), str(exc))
 
     async def run(request: Request, endpoint_id: str) -> Response:
-        job = await submit(request, endpoint_id, RUN_LIMIT, sync=False)
+        job = await submit(request, endpoint_id, sync=False)
         if isinstance(job, Response):
             return job
         return JSONResponse({"id": job.id, "status": "IN_QUEUE"})  # it may already be running
@@ -109,7 +128,7 @@ def build_queue_routes(
             wait_ms = int(request.query_params.get("wait", DEFAULT_WAIT_MS))
         except ValueError:
             return _error(400, "wait must be milliseconds (1000-300000)")
-        job = await submit(request, endpoint_id, RUNSYNC_LIMIT, sync=True)
+        job = await submit(request, endpoint_id, sync=True)
         if isinstance(job, Response):
             return job
         try:
@@ -172,29 +191,37 @@ def build_queue_routes(
         except ValueError:
             return _error(400, "batch_size must be an integer")
         taken = await jobs.take(endpoint_id, worker_id, count, TAKE_WAIT_S)
-        if not taken:
+        payloads = []
+        for job in taken:
+            try:
+                payloads.append(strict_json.dumps({"id": job.id, "input": job.input, **(
+                    {"webhook": job.webhook} if job.webhook else {})}))
+            except strict_json.InvalidJSON as exc:  # stored before inputs were checked
+                jobs.complete(endpoint_id, worker_id, job.id,
+                              {"error": f"the job's input is not valid JSON: {exc}"})
+        if not payloads:
             return Response(status_code=204)
-        payloads = [{"id": job.id, "input": job.input, **({"webhook": job.webhook}
-                                                         if job.webhook else {})}
-                    for job in taken]
-        return JSONResponse(payloads if batch else payloads[0])
+        content = b"[" + b",".join(payloads) + b"]" if batch else payloads[0]
+        return Response(content, media_type="application/json")
 
     async def job_done(request: Request, endpoint_id: str, worker_id: str) -> Response:
+        job_id = request.path_params["job_id"]
         try:
-            body = json.loads(await request.body() or b"{}")
-        except ValueError:
-            return _error(400, "job-done body must be JSON")
-        accepted = jobs.complete(endpoint_id, worker_id, request.path_params["job_id"], body)
-        if not accepted:
+            body = strict_json.loads(await request.body() or b"{}")
+        except strict_json.InvalidJSON as exc:  # fail the job now, not at the next /status
+            problem = f"the worker's result is not valid JSON: {exc}"
+            jobs.complete(endpoint_id, worker_id, job_id, {"error": problem})
+            return _error(400, problem)
+        if not jobs.complete(endpoint_id, worker_id, job_id, body):
             return _error(409, "this worker does not hold that job (finished, cancelled, "
                                "timed out or requeued)")
         return JSONResponse({"ok": True})
 
     async def job_stream(request: Request, endpoint_id: str, worker_id: str) -> Response:
         try:
-            body = json.loads(await request.body() or b"{}")
-        except ValueError:
-            return _error(400, "job-stream body must be JSON")
+            body = strict_json.loads(await request.body() or b"{}")
+        except strict_json.InvalidJSON as exc:
+            return _error(400, f"job-stream body is not valid JSON: {exc}")
         if not jobs.add_stream(endpoint_id, worker_id, request.path_params["job_id"], body):
             return _error(409, "this worker does not hold that job")
         return JSONResponse({"ok": True})

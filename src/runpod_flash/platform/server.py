@@ -20,6 +20,7 @@ from typing import IO
 import uvicorn
 
 from runpod_flash import config
+from runpod_flash.http.server_limits import ServerLimits, raise_open_file_limit
 from runpod_flash.platform.app import PlatformApp
 from runpod_flash.platform.fastlane import GatewayProtocol
 from runpod_flash.platform.gpus import GpuAllocator, detect_gpus
@@ -108,11 +109,15 @@ async def _release_long_polls_on_exit(app: PlatformApp, server: uvicorn.Server) 
     while not server.should_exit:
         await asyncio.sleep(0.1)
     app.jobs.release_waiters()
+    app.dashboard.stop()
 
 
 async def serve() -> None:
     lock = _hold_instance_lock()
     token = load_or_create_token()
+    raise_open_file_limit()  # before the limits: they fit the connections in it
+    # Each client connection of the gateway may hold one to a worker as well.
+    limits = ServerLimits.from_env(fds_per_connection=2)
     sock = _bind()
     url = f"http://{config.PLATFORM_HOST}:{sock.getsockname()[1]}"
     store = Store(config.flash_home() / "state.db")
@@ -120,7 +125,7 @@ async def serve() -> None:
     server = uvicorn.Server(
         uvicorn.Config(
             None, log_level="warning", access_log=False, lifespan="off",
-            timeout_keep_alive=600, limit_concurrency=None, timeout_graceful_shutdown=10,
+            timeout_keep_alive=limits.keep_alive_s, timeout_graceful_shutdown=10,
             proxy_headers=False,  # loopback by default: no proxy's X-Forwarded-* to trust
         )
     )
@@ -137,9 +142,10 @@ async def serve() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, request_shutdown)
     server.config.app = app
-    server.config.http = GatewayProtocol.for_gateway(app.gateway)
+    server.config.http = GatewayProtocol.for_gateway(app.gateway, app.front_door, limits)
     supervisor.start()
     app.jobs.start()
+    app.dashboard.start()
     # Everything built so far lives as long as the platform: out of the collector's way.
     # Each proxied request makes short-lived objects, and full collections scanning the
     # imported modules showed up in the gateway's profile.

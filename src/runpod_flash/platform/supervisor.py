@@ -16,7 +16,9 @@ from runpod_flash import config
 from runpod_flash.control import DEFAULT_ENVIRONMENT, ENV_ENVIRONMENT, deployed_endpoint_id
 from runpod_flash.dependencies import APPROVED_KEY
 from runpod_flash.http.aio import ConnectionPool, Timeouts
+from runpod_flash.http.errors import ResponseTimeout
 from runpod_flash.platform.autoscaler import Load, desired_workers
+from runpod_flash.platform.credentials import GATEWAY_SECRET_HEADER, Credentials, Grant
 from runpod_flash.platform.endpoints import (
     Endpoint,
     Worker,
@@ -40,6 +42,11 @@ from runpod_flash.platform.volumes import VolumeRefused, Volumes
 
 logger = logging.getLogger("runpod_flash.platform")
 
+
+def _probe_headers(worker: Worker) -> list[tuple[bytes, bytes]]:
+    """A health check carries the worker's gateway secret: workers answer only the platform."""
+    return [(GATEWAY_SECRET_HEADER, worker.gateway_secret)]
+
 WORKER_START_TIMEOUT_S = float(os.environ.get("FLASH_WORKER_START_TIMEOUT", "60"))
 DRAIN_TIMEOUT_S = float(os.environ.get("FLASH_DRAIN_TIMEOUT", "30"))
 PING_CONFIRM_S = 10.0
@@ -48,6 +55,7 @@ HEALTH_INTERVAL_S = float(os.environ.get("FLASH_HEALTH_INTERVAL", "2"))
 PING_TIMEOUT_S = 2.0
 PING_TIMEOUTS = Timeouts(connect=PING_TIMEOUT_S, first_byte=PING_TIMEOUT_S, idle=PING_TIMEOUT_S)
 FAILED_PINGS_TO_REPLACE = 2
+BUSY_PING_GRACE_S = 10.0  # unanswered pings a busy, running worker is forgiven
 QUEUE_WORKER_SILENCE_S = 15.0  # queue workers ping every 2 s
 MAX_BACKLOG = int(os.environ.get("FLASH_MAX_BACKLOG", "1000"))
 MAX_START_BACKOFF_S = 30.0
@@ -85,17 +93,21 @@ class Supervisor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._probe = ConnectionPool()  # health checks: `/ping` on the workers
+        self.credentials = Credentials()  # each worker's token and gateway secret
         self.on_worker_exit: Callable[[str], None] = lambda worker_id: None
         self.on_worker_draining: Callable[[str], None] = lambda worker_id: None
         self.queue_load: Callable[[str], Load] = lambda endpoint_id: Load()
+        # (endpoint id) -> its job counts, the Runpod `/health` shape: queue traffic is jobs
+        self.queue_health: Callable[[str], dict[str, int]] = lambda endpoint_id: {}
         self._next_health_check = 0.0
+        self._unanswered_since: dict[str, float] = {}  # worker id -> first unanswered /ping
 
     # -- life cycle -------------------------------------------------------------------------
 
     def start(self) -> None:
         """Stop workers an earlier run left (after kill -9), bring deployed endpoints back."""
-        for worker_id, pid in self.store.unfinished_workers():
-            kill_leftover(pid, worker_id)
+        for pid, start in self.store.unfinished_workers():
+            kill_leftover(pid, start)
         self.store.mark_all_workers_gone()
         for row in self.store.endpoints():
             if row["kind"] != "deployed":
@@ -305,6 +317,9 @@ class Supervisor:
         worker_id = f"w-{uuid.uuid4().hex[:10]}"
         log_path = config.logs_dir() / endpoint.id / f"{worker_id}.log"
         worker = Worker(worker_id, endpoint.id, version or endpoint.version, log_path, gpus)
+        peers = frozenset(path.rsplit("/", 1)[-1] for path in (spec.get("peers") or {}).values())
+        grant = self.credentials.issue(worker_id, endpoint.id, endpoint.kind == "live", peers)
+        worker.gateway_secret = grant.gateway_secret.encode()
         endpoint.stats["cold_starts"] += 1
         endpoint.workers[worker_id] = worker
         self._workers[worker_id] = worker
@@ -312,7 +327,7 @@ class Supervisor:
         handler = spec.get("handler_file")
         launch = WorkerLaunch(
             worker.id, python or endpoint.python or "python3",
-            self._worker_env(endpoint, worker, spec), log_path,
+            self._worker_env(endpoint, worker, spec, grant), log_path,
             spec.get("app_dir") or spec.get("cwd") or str(config.flash_home()),
             ("-m", "runpod_flash.runtime.script", handler) if handler else RUNTIME_ARGS,
         )
@@ -320,12 +335,14 @@ class Supervisor:
         return worker
 
     def _worker_env(
-        self, endpoint: Endpoint, worker: Worker, spec: dict[str, Any]
+        self, endpoint: Endpoint, worker: Worker, spec: dict[str, Any], grant: Grant
     ) -> dict[str, str]:
+        """The worker's environment: its own token (never the platform's) and secret."""
         env = {str(k): str(v) for k, v in (spec.get("env") or {}).items()}
         env.update({
             config.ENV_PLATFORM_URL: self.platform_url,
-            config.ENV_PLATFORM_TOKEN: self.token,
+            config.ENV_PLATFORM_TOKEN: grant.token,
+            config.ENV_GATEWAY_SECRET: grant.gateway_secret,
             config.ENV_WORKER_ID: worker.id,
             config.ENV_ENDPOINT_ID: endpoint.id,
             "FLASH_RESOURCE_NAME": endpoint.name,
@@ -344,10 +361,11 @@ class Supervisor:
             "deployed" if spec.get("app_dir") else "live"
         )
         if queued:
-            env.update(self._runpod_worker_env(endpoint, worker))
+            env.update(self._runpod_worker_env(endpoint, worker, grant.token))
         return env
 
-    def _runpod_worker_env(self, endpoint: Endpoint, worker: Worker) -> dict[str, str]:
+    def _runpod_worker_env(self, endpoint: Endpoint, worker: Worker, env_token: str
+                           ) -> dict[str, str]:
         """The variables a Runpod worker (ours or `runpod.serverless.start`) pulls jobs with."""
         base = f"{self.platform_url}/v2/{endpoint.id}"
         return {
@@ -355,7 +373,7 @@ class Supervisor:
             "RUNPOD_WEBHOOK_POST_OUTPUT": f"{base}/job-done/$RUNPOD_POD_ID/$ID?gpu=local",
             "RUNPOD_WEBHOOK_POST_STREAM": f"{base}/job-stream/$RUNPOD_POD_ID/$ID?gpu=local",
             "RUNPOD_WEBHOOK_PING": f"{base}/ping/$RUNPOD_POD_ID?gpu=local",
-            "RUNPOD_AI_API_KEY": self.token,
+            "RUNPOD_AI_API_KEY": env_token,
             "RUNPOD_POD_ID": worker.id,
             "RUNPOD_ENDPOINT_ID": endpoint.id,
             "RUNPOD_PING_INTERVAL": "2000",
@@ -371,7 +389,7 @@ class Supervisor:
             self._forget(endpoint, worker, "dead")
             return
         self.store.save_worker(worker.id, endpoint.id, worker.process.pid, "starting",
-                               str(worker.log_path))
+                               str(worker.log_path), worker.process.start)
         try:
             code = await asyncio.wait_for(
                 asyncio.shield(worker.process.exited), WORKER_START_TIMEOUT_S
@@ -397,11 +415,13 @@ class Supervisor:
         elif worker.state not in ("stopping", "draining"):
             logger.warning("worker %s of %s exited with code %s", worker.id, endpoint.id, code)
         expected = worker.state in ("stopping", "draining")
-        kill_group(worker.process.pid)  # what the worker started dies with it
+        kill_group(worker.process.pid, worker.process.start)  # what it started dies with it
         self._forget(endpoint, worker, "stopped" if expected else "dead")
 
     def _forget(self, endpoint: Endpoint, worker: Worker, final_state: str) -> None:
         self.on_worker_exit(worker.id)
+        self.credentials.revoke(worker.id)
+        self._unanswered_since.pop(worker.id, None)
         worker.state = final_state
         endpoint.workers.pop(worker.id, None)
         self._workers.pop(worker.id, None)
@@ -424,7 +444,8 @@ class Supervisor:
         while worker.state == "starting" and time.monotonic() < deadline:
             try:
                 status, _, _ = await self._probe.fetch(
-                    "127.0.0.1", worker.port or 0, "GET", "/ping", [], b"", PING_TIMEOUTS
+                    "127.0.0.1", worker.port or 0, "GET", "/ping", _probe_headers(worker), b"",
+                    PING_TIMEOUTS
                 )
             except OSError as exc:
                 status = str(exc)
@@ -653,16 +674,32 @@ class Supervisor:
     async def _ping(self, endpoint: Endpoint, worker: Worker) -> None:
         try:
             status, _, _ = await self._probe.fetch(
-                "127.0.0.1", worker.port or 0, "GET", "/ping", [], b"", PING_TIMEOUTS
+                "127.0.0.1", worker.port or 0, "GET", "/ping", _probe_headers(worker), b"",
+                    PING_TIMEOUTS
             )
+        except ResponseTimeout as exc:
+            if self._busy_and_alive(worker):
+                return
+            status = repr(exc)
         except OSError as exc:
             status = repr(exc)
         if status == 200:
             worker.failed_pings = 0
+            self._unanswered_since.pop(worker.id, None)
             return
         worker.failed_pings += 1
         if worker.failed_pings >= FAILED_PINGS_TO_REPLACE and worker.state == "ready":
             self._replace(endpoint, worker, f"/ping answered {status}")
+
+    def _busy_and_alive(self, worker: Worker) -> bool:
+        """A handler blocking its event loop for a few seconds delays `/ping` too: a worker
+        with requests in flight whose process runs is given BUSY_PING_GRACE_S before its
+        unanswered pings count (a worker frozen for good is still replaced)."""
+        if worker.in_flight <= 0 or worker.process is None or \
+                worker.process.returncode is not None:
+            return False
+        since = self._unanswered_since.setdefault(worker.id, time.monotonic())
+        return time.monotonic() - since < BUSY_PING_GRACE_S
 
     def _replace(self, endpoint: Endpoint, worker: Worker, why: str) -> None:
         logger.warning("worker %s of %s is unhealthy (%s); replacing it", worker.id,
@@ -677,6 +714,7 @@ class Supervisor:
             summary = endpoint.summary()
             if endpoint.spec.get("type") == "QB":
                 load = self.queue_load(endpoint.id)
-                summary["stats"].update(queued=load.waiting, running=load.busy)
+                summary["stats"].update(queued=load.waiting, running=load.busy,
+                                        jobs=self.queue_health(endpoint.id))
             summaries.append(summary)
         return summaries

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from runpod_flash import config
+from runpod_flash.platform.environments import directory_size
 from runpod_flash.runtime.volume import (
     ENV_VOLUME_MOUNT_POINT,
     ENV_VOLUME_NAME,
@@ -138,7 +139,7 @@ class Volumes:
                 continue
             entry = metadata.get(path.name, {})
             volumes.append({
-                "name": path.name, "path": str(path), "bytes": _bytes_used(path),
+                "name": path.name, "path": str(path), "bytes": directory_size(path),
                 "size_gb": entry.get("size_gb"), "created_at": entry.get("created_at"),
                 "endpoints": sorted(users.get(path.name, [])),
             })
@@ -203,13 +204,3 @@ def users_by_volume(specs: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, li
     return users
 
 
-def _bytes_used(path: Path) -> int:
-    """Sizes of the files under `path` (symbolic links not followed)."""
-    total = 0
-    for folder, _, files in os.walk(path):
-        for file_name in files:
-            try:
-                total += os.lstat(os.path.join(folder, file_name)).st_size
-            except OSError:
-                continue
-    return total

@@ -20,7 +20,7 @@ from runpod_flash.runtime.volume import attach_or_exit
 MODES = ("live", "deployed", "queue-live", "queue-deployed")
 
 
-def _worker(mode: str, token: str) -> Coroutine[Any, Any, None]:
+def _worker(mode: str) -> Coroutine[Any, Any, None]:
     if mode.startswith("queue-"):
         from runpod_flash.runtime.queue_worker import run_queue_worker
 
@@ -36,7 +36,7 @@ def _worker(mode: str, token: str) -> Coroutine[Any, Any, None]:
         return serve(app)
     from runpod_flash.runtime.app import LiveWorkerApp
 
-    live = LiveWorkerApp(token)
+    live = LiveWorkerApp()
     return serve(live, live.mark_ready)
 
 
@@ -44,16 +44,17 @@ def main() -> None:
     attach_or_exit()  # first: a mount namespace covers only threads that do not exist yet
     from runpod_flash.runtime import output
 
-    token = os.environ.get(config.ENV_PLATFORM_TOKEN)
-    if not token:
-        sys.exit(f"runpod_flash.runtime: {config.ENV_PLATFORM_TOKEN} is not set; "
-                 "workers are started by the platform, which sets it")
+    missing = [name for name in (config.ENV_PLATFORM_TOKEN, config.ENV_GATEWAY_SECRET)
+               if not os.environ.get(name)]
+    if missing:
+        sys.exit(f"runpod_flash.runtime: {', '.join(missing)} not set; workers are started "
+                 "by the platform, which sets them")
     mode = os.environ.get("FLASH_WORKER_MODE", "live")
     if mode not in MODES:
         sys.exit(f"runpod_flash.runtime: FLASH_WORKER_MODE={mode!r}; expected one of {MODES}")
     output.install()
     exit_with_parent()
-    worker = _worker(mode, token)
+    worker = _worker(mode)
     try:
         import uvloop
 

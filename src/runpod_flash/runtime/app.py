@@ -1,16 +1,16 @@
-"""The live worker's ASGI app: `/ping` and the token-protected `/execute`.
+"""The live worker's ASGI app: `/ping` and `/execute`.
 
-Two fixed routes on the hot path of every live call: a plain ASGI callable, no router.
+Two fixed routes on the hot path of every live call: a plain ASGI callable, no router. Only
+the platform reaches it (`runtime.gate`: its gateway checked the caller's token).
 A generator function's call is answered as a stream of NDJSON lines (`executor.execute_stream`).
 """
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
 from typing import Any
 
+from runpod_flash import config, strict_json
 from runpod_flash.asgi import ClientDisconnected, read_body, send_json
 from runpod_flash.runtime.executor import (
     CallRequest,
@@ -23,16 +23,15 @@ from runpod_flash.streaming import NDJSON_MEDIA_TYPE, is_generator_function, sen
 
 logger = logging.getLogger("runpod_flash.runtime")
 
-MAX_EXECUTE_BODY = 64 * 1024 * 1024
 _NDJSON_HEADERS = [(b"content-type", NDJSON_MEDIA_TYPE.encode()), (b"cache-control", b"no-cache")]
 
 
 class LiveWorkerApp:
-    """Runs functions shipped by `@remote` callers that hold the platform token."""
+    """Runs functions shipped by `@remote` callers the gateway admitted."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self) -> None:
         self.ready = False  # /ping answers 204 until the server accepts connections
-        self._expected_auth = f"Bearer {token}".encode()
+        self._max_body = config.max_body_bytes()
         self._store = FunctionStore()
 
     def mark_ready(self) -> None:
@@ -54,25 +53,18 @@ class LiveWorkerApp:
         else:
             await send_json(send, 404, {"error": f"{path} not found on a live worker"})
 
-    def _authorized(self, scope: dict[str, Any]) -> bool:
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                return hmac.compare_digest(value, self._expected_auth)
-        return False
-
     async def _execute(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if not self._authorized(scope):
-            await send_json(send, 401, {"error": "missing or invalid platform token"})
-            return
         try:
-            body = await read_body(receive, MAX_EXECUTE_BODY)
+            body = await read_body(receive, self._max_body)
         except ClientDisconnected:
             return  # the caller left mid-upload: nothing to run, nobody to answer
         if body is None:
-            await send_json(send, 413, {"error": f"request body over {MAX_EXECUTE_BODY} bytes"})
+            await send_json(send, 413, {"error": config.over_limit(
+                "The call's arguments", self._max_body + 1, self._max_body,
+                config.ENV_MAX_BODY_MB)})
             return
         try:
-            call = CallRequest.from_json(json.loads(body))
+            call = CallRequest.from_json(strict_json.loads(body))
         except (ValueError, TypeError) as exc:
             await send_json(send, 400, {"error": str(exc)})
             return

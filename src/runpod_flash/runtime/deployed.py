@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 
+from runpod_flash import config
 from runpod_flash.asgi import send_json
 from runpod_flash.runtime.project import load_function, resource_entry
-from runpod_flash.runtime.routes import build_endpoint
-
-DEFAULT_MAX_BODY_BYTES = 30 * 1024 * 1024
+from runpod_flash.runtime.routes import StrictJSONRoute, build_endpoint
 
 
 class _BodyTooLarge(Exception):
@@ -66,6 +66,28 @@ class BodyLimit:
             await self._reject(send)
 
 
+class ServedUnder:
+    """Tells the app the prefix the gateway serves it under (`/ep/<endpoint id>`), so its
+    docs page loads `/ep/<id>/openapi.json` (not the platform's `/openapi.json`) and the
+    schema's server URL is the public one. The gateway strips the prefix before forwarding,
+    so routes still match the path the worker receives."""
+
+    def __init__(self, app: Any, prefix: str) -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope["root_path"] = self.prefix
+        await self.app(scope, receive, send)
+
+
+def gateway_prefix() -> str:
+    """Where the gateway serves this worker's endpoint; empty outside the platform."""
+    endpoint_id = os.environ.get(config.ENV_ENDPOINT_ID)
+    return f"{config.LB_PREFIX}/{endpoint_id}" if endpoint_id else ""
+
+
 class HeadAsGet:
     """Answers HEAD on every GET route, as HTTP requires (FastAPI routes don't by themselves).
 
@@ -83,7 +105,7 @@ class HeadAsGet:
 
 
 def create_deployed_app(
-    app_dir: Path, resource_name: str, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    app_dir: Path, resource_name: str, max_body_bytes: int | None = None
 ) -> FastAPI:
     """The FastAPI app of one load-balanced resource, built from its unpacked artifact."""
     entry = resource_entry(app_dir, resource_name)
@@ -93,6 +115,7 @@ def create_deployed_app(
             "it is served by a queue worker, not by HTTP routes"
         )
     app = FastAPI(title=resource_name, redoc_url=None)
+    app.router.route_class = StrictJSONRoute
 
     @app.get("/ping", include_in_schema=False)
     async def ping() -> dict[str, str]:
@@ -118,6 +141,9 @@ def create_deployed_app(
                 f"Cannot serve {method} {path} with '{name}' (resource '{resource_name}'): "
                 f"{exc}"
             ) from exc
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes or config.max_body_bytes())
+    prefix = gateway_prefix()
+    if prefix:
+        app.add_middleware(ServedUnder, prefix=prefix)
     app.add_middleware(HeadAsGet)
     return app

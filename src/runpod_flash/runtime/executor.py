@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from runpod_flash import serialization
+from runpod_flash import config, serialization
 from runpod_flash.runtime import output
 from runpod_flash.streaming import Walker, ndjson_line
 
@@ -266,10 +266,19 @@ async def execute(store: FunctionStore, request: CallRequest) -> dict[str, Any]:
     with output.capture() as captured:
         try:
             args, kwargs = serialization.decode(request.args)
-            result = serialization.encode(await run_callable(func, args, kwargs))
+            result = _within_limit(serialization.encode(await run_callable(func, args, kwargs)),
+                                   f"The result of {request.function_name}()")
         except Exception as exc:
             return _failure(exc, captured)
     return {"success": True, "result": result, "output": captured}
+
+
+def _within_limit(encoded: str, what: str) -> str:
+    """A result the caller's side would refuse fails here, saying why and what to do."""
+    limit = config.max_body_bytes()
+    if len(encoded) > limit:
+        raise ValueError(config.over_limit(what, len(encoded), limit, config.ENV_MAX_BODY_MB))
+    return encoded
 
 
 async def execute_method(
@@ -288,7 +297,8 @@ async def execute_method(
             instance = await instances.get((request.session, request.instance_id), create)
             method = public_method(instance, request.method_name)
             args, kwargs = serialization.decode(request.args)
-            result = serialization.encode(await run_callable(method, args, kwargs))
+            result = _within_limit(serialization.encode(await run_callable(method, args, kwargs)),
+                                   f"The result of {request.class_name}.{request.method_name}()")
         except Exception as exc:
             return _failure(exc, captured)
     return {"success": True, "result": result, "output": captured}

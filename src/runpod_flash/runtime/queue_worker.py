@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
+from runpod_flash import strict_json
 from runpod_flash.http.aio import ConnectionPool, Timeouts
 from runpod_flash.runtime.executor import (
     CallRequest,
@@ -160,12 +161,14 @@ def _error_json(error_type: str, message: str, traceback: str, **extra: Any) -> 
 
 
 def _encode_result(body: dict[str, Any]) -> bytes:
-    """The job-done body; a result JSON cannot carry fails the job instead of the worker."""
+    """The job-done body, strict JSON; a result JSON cannot carry (an object, NaN, a lone
+    surrogate) fails the job with the reason, instead of the worker or the platform."""
     try:
-        return json.dumps(body).encode()
+        return strict_json.dumps(body)
     except (TypeError, ValueError) as exc:
-        failed = _error_json("TypeError", f"result is not JSON-serializable: {exc}", "")
-        return json.dumps(failed).encode()
+        failed = _error_json("TypeError" if isinstance(exc, TypeError) else "ValueError",
+                             f"result is not JSON-serializable: {exc}", "")
+        return strict_json.dumps(failed)
 
 
 # --- runners: a job's input in, its job-done body out ---------------------------------------
@@ -403,7 +406,7 @@ class QueueWorker:
 
     async def _send_partial(self, job_id: str, item: Any) -> None:
         try:
-            payload = json.dumps({"output": item}).encode()
+            payload = strict_json.dumps({"output": item})
         except (TypeError, ValueError) as exc:
             raise TypeError(f"yielded value is not JSON-serializable: {exc}") from None
         url = fill_url(self._settings.stream_url, RUNPOD_POD_ID=self._settings.worker_id,

@@ -16,17 +16,18 @@ from typing import Any
 
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, create_model
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from runpod_flash import strict_json
 from runpod_flash.streaming import (
     SSE_MEDIA_TYPE,
     Walker,
     is_generator_function,
-    json_text,
     send_stream,
     sse_error,
     sse_event,
@@ -93,7 +94,7 @@ class EventStream(StreamingResponse):
 
 
 def _sse(item: Any) -> bytes:
-    return sse_event(json_text(jsonable_encoder(item)))
+    return sse_event(strict_json.dumps(jsonable_encoder(item)).decode())
 
 
 async def _events(func: Callable[..., Any], first: bytes, items: Walker) -> AsyncIterator[bytes]:
@@ -136,7 +137,12 @@ async def _respond(func: Callable[..., Any], kwargs: dict[str, Any]) -> Response
             result = await run_in_threadpool(func, **kwargs)
         if isinstance(result, Response):
             return result
-        return JSONResponse(jsonable_encoder(result))
+        try:
+            content = strict_json.dumps(jsonable_encoder(result))
+        except strict_json.InvalidJSON as exc:
+            raise strict_json.InvalidJSON(f"the result of {func.__name__} is not valid JSON: "
+                                          f"{exc}") from None
+        return Response(content, media_type="application/json")
     except HTTPException:
         raise
     except Exception as exc:
@@ -144,6 +150,41 @@ async def _respond(func: Callable[..., Any], kwargs: dict[str, Any]) -> Response
         return JSONResponse(
             {"error": str(exc), "error_type": type(exc).__name__}, status_code=500
         )
+
+
+def _declares_json(content_type: str | None) -> bool:
+    """Whether FastAPI parses a body of this content type as JSON (none counts)."""
+    if not content_type:
+        return True
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json"))
+
+
+class StrictJSONRoute(APIRoute):
+    """A route whose JSON body must be strict JSON (400 naming the problem otherwise).
+
+    FastAPI's parser takes `NaN` and lone surrogates, which then fail in the user's code or
+    in the answer, and meets deep nesting with a bare "error parsing the body". Routes
+    without a body model (a `Request` parameter reads its own body) are left alone.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+
+        async def strict(request: Request) -> Response:
+            body = await request.body()  # kept on the request: FastAPI reads it from there
+            if body and _declares_json(request.headers.get("content-type")):
+                try:
+                    strict_json.loads(body)
+                except strict_json.InvalidJSON as exc:
+                    return JSONResponse({"error": f"request body is not valid JSON: {exc}"},
+                                        status_code=400)
+            return await handler(request)
+
+        return strict
 
 
 def _is_request(annotation: Any) -> bool:

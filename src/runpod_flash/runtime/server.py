@@ -13,6 +13,8 @@ import uvicorn
 
 from runpod_flash import config
 from runpod_flash.http.blocking import request
+from runpod_flash.http.server_limits import LimitedHttpProtocol, ServerLimits
+from runpod_flash.runtime.gate import GatewayOnly
 
 READY_TIMEOUT_S = 10.0
 
@@ -28,14 +30,22 @@ def _report_ready(platform_url: str, token: str, worker_id: str, port: int) -> N
 
 
 async def serve(app: Any, mark_ready: Callable[[], None] | None = None) -> None:
-    """Serve `app` on 127.0.0.1 and register with the platform once it accepts connections."""
+    """Serve `app` on 127.0.0.1 and register with the platform once it accepts connections;
+    only requests carrying the worker's gateway secret reach it (`runtime.gate`)."""
+    secret = os.environ.get(config.ENV_GATEWAY_SECRET)
+    if not secret:
+        raise RuntimeError(f"{config.ENV_GATEWAY_SECRET} is not set; workers are started by "
+                           "the platform, which sets it")
+    app = GatewayOnly(app, secret)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((config.PLATFORM_HOST, int(os.environ.get("FLASH_WORKER_PORT", "0"))))
     port = sock.getsockname()[1]
+    limits = ServerLimits.from_env()  # the platform's, inherited through the environment
     server = uvicorn.Server(
         uvicorn.Config(
-            app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=600
+            app, log_level="warning", access_log=False, lifespan="off",
+            timeout_keep_alive=limits.keep_alive_s, http=LimitedHttpProtocol.bound(limits),
         )
     )
     serving = asyncio.create_task(server.serve(sockets=[sock]))

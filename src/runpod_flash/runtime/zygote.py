@@ -5,7 +5,8 @@ platform keeps one of these per interpreter and asks it to fork workers: a forke
 starts with everything imported. Single-threaded on purpose (a fork copies one thread).
 
 Protocol, one JSON object per line. In (stdin): `{"id", "env", "cwd", "log"}`.
-Out (stdout): `{"ready": true}` once imported, `{"id", "pid"}` once forked,
+Out (stdout): `{"ready": true}` once imported, `{"id", "pid", "start"}` once forked (`start`:
+the child's `process_start`, read before it can be reaped),
 `{"exit": pid, "code": n}` when a worker ends.
 EOF on stdin (the platform went away) ends the zygote.
 """
@@ -47,7 +48,7 @@ def _become_worker(request: dict[str, Any], selector: selectors.BaseSelector,
     selector.close()
     for fd in keep:
         os.close(fd)
-    log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(log, 1)
@@ -75,6 +76,18 @@ def _become_worker(request: dict[str, Any], selector: selectors.BaseSelector,
         traceback.print_exc()
         os._exit(1)
     os._exit(0)
+
+
+def process_start(pid: int) -> int | None:
+    """When a process started (clock ticks since boot, from /proc), or None if it is gone
+    (or there is no /proc). With its pid this names one process, never a later one that is
+    given the same pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(b")") + 2:].split()[19])  # field 22, after "pid (comm)"
 
 
 def _send(message: dict[str, Any]) -> None:
@@ -119,7 +132,7 @@ def serve() -> None:
                 pid = os.fork()
                 if pid == 0:
                     _become_worker(request, selector, {wake_read, wake_write})
-                _send({"id": request["id"], "pid": pid})
+                _send({"id": request["id"], "pid": pid, "start": process_start(pid)})
 
 
 if __name__ == "__main__":

@@ -17,12 +17,11 @@ import threading
 import time
 import uuid
 import warnings
-import weakref
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from runpod_flash import serialization
+from runpod_flash import config, serialization
 from runpod_flash.control import Platform, PlatformError, ensure_platform
 from runpod_flash.dependencies import (
     APPROVED_KEY,
@@ -47,6 +46,11 @@ REPLAY_OUTPUT = True
 
 class ProvisioningError(RuntimeError):
     """The live endpoint could not be created (dependencies, GPUs, worker start-up)."""
+
+
+class PayloadTooLarge(ValueError):
+    """A call's arguments are larger than the endpoint takes; the message says by how much,
+    the setting that changes the limit, and how to pass the data instead."""
 
 
 class GpuFallbackWarning(UserWarning):
@@ -209,10 +213,23 @@ class _Call:
             "session": SESSION,
             "args": serialization.encode((args, kwargs), module_name),
         }
+        self._function_name = function_name
         self._reprovisioned = False
+        self._size = 0
 
     def payload(self) -> bytes:
-        return json.dumps(self._body).encode()
+        """The request body; one over the body limit is refused here, before any upload."""
+        data = json.dumps(self._body).encode()
+        self._size = len(data)
+        if self._size > config.max_body_bytes():
+            raise self.too_large(config.max_body_bytes())
+        return data
+
+    def too_large(self, limit: int | None) -> PayloadTooLarge:
+        return PayloadTooLarge(config.over_limit(
+            f"The arguments of {self._function_name}() on endpoint {self.endpoint.name}",
+            self._size, limit, config.ENV_MAX_BODY_MB,
+        ))
 
     def timed_out(self) -> TimeoutError:
         return TimeoutError(
@@ -256,6 +273,8 @@ class _Call:
             return
         if status == 504:  # the gateway gave up first: its limit is the execution timeout too
             raise self.timed_out()
+        if status == 413:  # the platform's setting is lower than this process's
+            raise self.too_large(None)
         text = data[:500].decode(errors="replace")
         raise RuntimeError(f"HTTP error from endpoint {self.endpoint.name}: {status} - {text}")
 
@@ -307,18 +326,37 @@ def _stream(attempt: _Call) -> Generator[Any, None, Any]:
         response.close()
 
 
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ConnectionPool] = (
-    weakref.WeakKeyDictionary()
-)
+_pools: dict[asyncio.AbstractEventLoop, tuple[ConnectionPool, AsyncGenerator[None, None]]] = {}
 
 
 def loop_pool() -> ConnectionPool:
-    """The running event loop's pool for SDK calls (an asyncio pool serves one loop)."""
+    """The running event loop's pool for SDK calls (an asyncio pool serves one loop).
+
+    Its connections hold the loop, so the pool must go when the loop does: a generator
+    registered with the loop closes it when the loop shuts down its async generators
+    (`asyncio.run`, `asyncio.Runner`, pytest-asyncio), and pools of loops closed without
+    that are dropped when another loop makes its pool.
+    """
     loop = asyncio.get_running_loop()
-    pool = _pools.get(loop)
-    if pool is None:
-        pool = _pools[loop] = ConnectionPool()
-    return pool
+    entry = _pools.get(loop)
+    if entry is None:
+        for closed in [other for other in _pools if other.is_closed()]:
+            del _pools[closed]
+        pool = ConnectionPool()
+        closer = _close_with_loop(loop, pool)
+        with contextlib.suppress(StopIteration):
+            closer.asend(None).send(None)  # runs it to its `yield`; the loop now knows it
+        entry = _pools[loop] = (pool, closer)
+    return entry[0]
+
+
+async def _close_with_loop(loop: asyncio.AbstractEventLoop, pool: ConnectionPool
+                           ) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        pool.close()
+        _pools.pop(loop, None)
 
 
 async def _aopen(attempt: _Call, pool: ConnectionPool) -> AsyncResponse | None:

@@ -16,11 +16,18 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from runpod_flash import serialization
+from runpod_flash import config, serialization
 from runpod_flash.http.blocking import request
+from runpod_flash.http.errors import ConnectFailed
 from runpod_flash.resources import ServerlessResource
 from runpod_flash.stubs.http_route import _json_or_type_error, _raise_for, endpoint_url
-from runpod_flash.stubs.live import SESSION, LiveEndpoint, _replay_output, _seconds
+from runpod_flash.stubs.live import (
+    SESSION,
+    LiveEndpoint,
+    PayloadTooLarge,
+    _replay_output,
+    _seconds,
+)
 
 logger = logging.getLogger("runpod_flash")
 
@@ -29,14 +36,38 @@ MAX_RUNSYNC_WAIT_MS = 300_000
 POLL_INTERVAL_S = 0.2
 
 
+Target = tuple[dict[str, str], str]  # (authorization headers, the endpoint's queue URL)
+
+
 def _run_job(auth: dict[str, str], queue_url: str, body: dict[str, Any], timeout: float,
-             name: str) -> dict[str, Any]:
-    """Submit with runsync and wait for a final state (polling past runsync's wait)."""
+             name: str, call: str = "a job", reprovision: Callable[[], Target] | None = None
+             ) -> dict[str, Any]:
+    """Submit with runsync and wait for a final state (polling past runsync's wait).
+
+    `reprovision`, for live endpoints, gives a fresh target once when the submission
+    reached no endpoint (the platform restarted, or exited after being idle): nothing ran.
+    """
+    payload = json.dumps(body).encode()
+    limit = config.queue_input_limit(sync=True)
+    if len(payload) > limit:
+        raise _too_large(call, name, len(payload), limit)
     wait_ms = min(MAX_RUNSYNC_WAIT_MS, max(1000, int(timeout * 1000)))
     deadline = time.monotonic() + timeout
     try:
-        status, data = request("POST", f"{queue_url}/runsync?wait={wait_ms}",
-                               json.dumps(body).encode(), auth, timeout + 5)
+        while True:
+            try:
+                status, data = request("POST", f"{queue_url}/runsync?wait={wait_ms}", payload,
+                                       auth, timeout + 5)
+            except ConnectFailed:
+                if reprovision is None:
+                    raise
+                status, data = 0, b""
+            if status not in (0, 404) or reprovision is None:
+                break
+            auth, queue_url = reprovision()
+            reprovision = None
+        if status == 413:  # the platform's setting is lower than this process's
+            raise _too_large(call, name, len(payload), None)
         if status != 200:
             raise RuntimeError(f"HTTP error from endpoint {name}: {status} - "
                                f"{data[:500].decode(errors='replace')}")
@@ -46,7 +77,11 @@ def _run_job(auth: dict[str, str], queue_url: str, body: dict[str, Any], timeout
                 request("POST", f"{queue_url}/cancel/{job['id']}", None, auth, 5)
                 raise TimeoutError(f"Execution timeout on {name} after {_seconds(timeout)}s")
             time.sleep(POLL_INTERVAL_S)
-            _, data = request("GET", f"{queue_url}/status/{job['id']}", None, auth, 10)
+            status, data = request("GET", f"{queue_url}/status/{job['id']}", None, auth, 10)
+            if status != 200:
+                raise RuntimeError(f"job {job['id']} on endpoint {name} was lost (its status "
+                                   f"answered {status}: {data[:200].decode(errors='replace')});"
+                                   " the platform may have restarted while it ran")
             job = json.loads(data)
     except OSError as exc:
         if isinstance(exc, TimeoutError):
@@ -60,6 +95,13 @@ def _run_job(auth: dict[str, str], queue_url: str, body: dict[str, Any], timeout
     if job["status"] == "CANCELLED":
         raise RuntimeError(f"job {job['id']} on endpoint {name} was cancelled")
     return job
+
+
+def _too_large(call: str, name: str, size: int, limit: int | None) -> PayloadTooLarge:
+    return PayloadTooLarge(config.over_limit(
+        f"The input of {call} on queue endpoint {name}", size, limit,
+        config.queue_input_setting(sync=True),
+    ))
 
 
 def _error_details(error: str) -> dict[str, Any]:
@@ -85,15 +127,23 @@ def _live_result(job: dict[str, Any]) -> Any:
     )
 
 
-def _run_live(endpoint: LiveEndpoint, job_input: dict[str, Any], timeout: float,
-              affinity: str | None = None) -> dict[str, Any]:
+def _live_target(endpoint: LiveEndpoint, fresh: bool = False) -> Target:
+    """Where a live endpoint takes jobs; `fresh` provisions it again (as live LB calls do
+    when the platform restarted)."""
+    if fresh:
+        endpoint.forget()
     platform, url = endpoint.target()
-    queue_url = url.replace("/ep/", "/v2/", 1)
+    return platform.auth, url.replace("/ep/", "/v2/", 1)
+
+
+def _run_live(endpoint: LiveEndpoint, job_input: dict[str, Any], timeout: float, call: str,
+              affinity: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"input": job_input,
                             "policy": {"executionTimeout": int(timeout * 1000)}}
     if affinity:
         body["affinity"] = affinity
-    return _run_job(platform.auth, queue_url, body, timeout, endpoint.name)
+    return _run_job(*_live_target(endpoint), body, timeout, endpoint.name, call,
+                    reprovision=lambda: _live_target(endpoint, fresh=True))
 
 
 def call_live(
@@ -112,7 +162,7 @@ def call_live(
         "function_name": function_name, "function_hash": function_hash, "session": SESSION,
         "args": serialization.encode((args, kwargs), module_name), "function": payload,
     }
-    return _live_result(_run_live(endpoint, job_input, timeout))
+    return _live_result(_run_live(endpoint, job_input, timeout, f"{function_name}()"))
 
 
 class InstanceRef:
@@ -167,7 +217,8 @@ def call_live_method(
         "method_name": method, "class": payload,
         "args": serialization.encode((args, kwargs), ref.cls.__module__),
     }
-    job = _run_live(endpoint, job_input, timeout, ref.worker_id)
+    job = _run_live(endpoint, job_input, timeout, f"{ref.cls.__name__}.{method}()",
+                    ref.worker_id)
     ref.ran_on(job)
     return _live_result(job)
 
@@ -186,7 +237,7 @@ def _deployed_result(resource: ServerlessResource, func: Callable[..., Any],
     )
 
 
-def _run_deployed(resource: ServerlessResource, job_input: dict[str, Any],
+def _run_deployed(resource: ServerlessResource, job_input: dict[str, Any], call: str,
                   affinity: str | None = None) -> dict[str, Any]:
     queue_url, auth = endpoint_url(resource)
     timeout = resource.execution_timeout_s or DEFAULT_TIMEOUT_S
@@ -194,7 +245,7 @@ def _run_deployed(resource: ServerlessResource, job_input: dict[str, Any],
                             "policy": {"executionTimeout": int(timeout * 1000)}}
     if affinity:
         body["affinity"] = affinity
-    return _run_job(auth, queue_url, body, timeout, resource.name)
+    return _run_job(auth, queue_url, body, timeout, resource.name, call)
 
 
 def call_deployed(
@@ -207,7 +258,7 @@ def call_deployed(
     bound = inspect.signature(func).bind(*args, **kwargs)  # TypeError for wrong arguments
     values = dict(bound.arguments)
     _json_or_type_error(func, values)
-    job = _run_deployed(resource, {"function": func.__name__, **values})
+    job = _run_deployed(resource, {"function": func.__name__, **values}, f"{func.__name__}()")
     return _deployed_result(resource, func, job)
 
 
@@ -228,6 +279,6 @@ def call_deployed_method(
         "function": ref.cls.__name__, "method": method, "instance_id": ref.instance_id,
         "constructor_args": list(ref.args), "constructor_kwargs": ref.kwargs, **values,
     }
-    job = _run_deployed(resource, job_input, ref.worker_id)
+    job = _run_deployed(resource, job_input, f"{ref.cls.__name__}.{method}()", ref.worker_id)
     ref.ran_on(job)
     return _deployed_result(resource, func, job)
