@@ -98,6 +98,7 @@ http {{
             proxy_pass http://workers;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            proxy_set_header {secret_header} {secret};
             proxy_buffering off;
         }}
     }}
@@ -166,12 +167,14 @@ def ready_worker_ports(platform: Platform) -> list[int]:
 
 
 def start_nginx(
-    tmp: Path, ports: list[int], headers: dict[str, str]
+    tmp: Path, ports: list[int], headers: dict[str, str], secret: tuple[str, str]
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """nginx in the foreground, everything it writes under `tmp`; returns it once it answers."""
+    """nginx in the foreground, everything it writes under `tmp`; returns it once it answers.
+    It sends the workers' gateway secret, as the platform's gateway does."""
     listen = free_port()
     conf = tmp / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(tmp=tmp, port_a=ports[0], port_b=ports[1], listen=listen))
+    conf.write_text(NGINX_CONF.format(tmp=tmp, port_a=ports[0], port_b=ports[1], listen=listen,
+                                      secret_header=secret[0], secret=secret[1]))
     nginx = shutil.which("nginx", path=_path()) or "nginx"
     proc = subprocess.Popen([nginx, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "error.log")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -196,9 +199,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def wrk_command(url: str, threads: int, connections: int, seconds: float, auth: str) -> list[str]:
+def wrk_command(url: str, threads: int, connections: int, seconds: float,
+                auth: list[str]) -> list[str]:
+    """`auth`: the header lines every request carries (the token, the workers' secret)."""
+    headers = [arg for line in auth for arg in ("-H", line)]
     return ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency",
-            "-H", f"Authorization: {auth}", url]
+            *headers, url]
 
 
 def parse_wrk(output: str) -> Sample:
@@ -212,7 +218,7 @@ def parse_wrk(output: str) -> Sample:
 
 
 def run_wrk(urls: list[str], threads: int, connections: int, seconds: float,
-            auth: str) -> Sample:
+            auth: list[str]) -> Sample:
     """One wrk per URL, all at once; req/s summed, p50 averaged (the split is even)."""
     procs = [subprocess.Popen(wrk_command(url, threads, connections, seconds, auth),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -222,7 +228,7 @@ def run_wrk(urls: list[str], threads: int, connections: int, seconds: float,
 
 
 def measure(name: str, concurrency: int, urls: dict[str, str], direct: list[str],
-            seconds: float, auth: str) -> Sample:
+            seconds: float, auth: list[str]) -> Sample:
     """One wrk run of `name` at `concurrency`, two load-generator threads at most."""
     if concurrency == 1:
         return run_wrk([direct[0] if name == "direct" else urls[name]], 1, 1, seconds, auth)
@@ -232,7 +238,7 @@ def measure(name: str, concurrency: int, urls: dict[str, str], direct: list[str]
 
 
 def benchmark(urls: dict[str, str], direct: list[str], seconds: float, rounds: int,
-              auth: str) -> dict[tuple[str, int], Sample]:
+              auth: list[str]) -> dict[tuple[str, int], Sample]:
     """Targets interleaved within each round, so the machine's noise hits all of them alike."""
     for name in TARGET_NAMES:  # warm-up: connections, pools, caches
         measure(name, 32, urls, direct, 1, auth)
@@ -247,11 +253,11 @@ def benchmark(urls: dict[str, str], direct: list[str], seconds: float, rounds: i
             for key, samples in runs.items()}
 
 
-def first_body_byte_ms(port: int, path: str, auth: str) -> float:
+def first_body_byte_ms(port: int, path: str, auth: list[str]) -> float:
     """Time from sending a GET to the first byte of its body (chunked: the first chunk's data)."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                   f"Authorization: {auth}\r\nConnection: close\r\n\r\n")
+                   + "".join(f"{line}\r\n" for line in auth) + "Connection: close\r\n\r\n")
         started = time.perf_counter()
         sock.sendall(request.encode())
         data = b""
@@ -277,7 +283,7 @@ def _has_body_byte(data: bytes) -> bool:
     return bool(crlf) and int(size_line.split(b";")[0], 16) > 0 and len(rest) > 0
 
 
-def ttfb(targets: dict[str, tuple[int, str]], auth: str) -> dict[str, float]:
+def ttfb(targets: dict[str, tuple[int, str]], auth: list[str]) -> dict[str, float]:
     """Median time to first streamed byte per target, interleaved like the throughput runs."""
     tries: dict[str, list[float]] = {name: [] for name in targets}
     for _ in range(TTFB_TRIES):
@@ -334,14 +340,19 @@ def run(seconds: float, rounds: int) -> None:
         gateway_url = f"{platform.url}{results[0]['path']}"
         if get_status(f"{gateway_url}/hello", {"Authorization": auth}) != 200:
             raise BenchError(f"the gateway does not answer 200 at {gateway_url}/hello")
+        # Workers answer only requests with their gateway secret (the platform token's
+        # holder may read it): nginx and the direct runs send it too.
+        answer = platform.call("GET", f"/api/v1/endpoints/{results[0]['id']}/gateway-secret")
+        secret = (answer["header"], answer["value"])
         nginx, nginx_port = start_nginx(Path(tempfile.mkdtemp(prefix="flash-bench-nginx-")),
-                                        ports, {"Authorization": auth})
+                                        ports, {"Authorization": auth}, secret)
+        lines = [f"Authorization: {auth}", f"{secret[0]}: {secret[1]}"]
         urls = {"nginx": f"http://127.0.0.1:{nginx_port}/hello", "gateway": f"{gateway_url}/hello"}
         direct = [f"http://127.0.0.1:{port}/hello" for port in ports]
-        rows = benchmark(urls, direct, seconds, rounds, auth)
+        rows = benchmark(urls, direct, seconds, rounds, lines)
         gateway_port = int(platform.url.rsplit(":", 1)[1])
         firsts = ttfb({"direct": (ports[0], "/stream"), "nginx": (nginx_port, "/stream"),
-                       "gateway": (gateway_port, f"{results[0]['path']}/stream")}, auth)
+                       "gateway": (gateway_port, f"{results[0]['path']}/stream")}, lines)
     finally:
         if nginx is not None:
             stop(nginx)

@@ -5,15 +5,20 @@ from __future__ import annotations
 from runpod_flash.platform.credentials import Credentials, bearer
 
 
-def test_each_worker_gets_its_own_token_and_secret_until_it_is_revoked() -> None:
+def test_each_worker_gets_its_own_token_and_its_endpoints_secret() -> None:
     credentials = Credentials()
     first = credentials.issue("w1", "ep", live=False, peers=frozenset())
     second = credentials.issue("w2", "ep", live=False, peers=frozenset())
-    assert len({first.token, second.token, first.gateway_secret, second.gateway_secret}) == 4
+    other = credentials.issue("w3", "other", live=False, peers=frozenset())
+    assert len({first.token, second.token, first.gateway_secret}) == 3
+    assert first.gateway_secret == second.gateway_secret == credentials.gateway_secret("ep")
+    assert other.gateway_secret != first.gateway_secret
+    credentials.forget_endpoint("ep")
+    assert credentials.gateway_secret("ep") != first.gateway_secret
     assert credentials.for_token(first.token) == first
     assert credentials.for_worker("w2") == second
     credentials.revoke("w1")
-    assert credentials.for_token(first.token) is None and len(credentials) == 1
+    assert credentials.for_token(first.token) is None and len(credentials) == 2
     assert credentials.for_token("") is None and credentials.for_token("guess") is None
 
 

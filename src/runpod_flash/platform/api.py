@@ -150,6 +150,15 @@ def build_routes(
             return _error(404, f"Endpoint '{request.path_params['endpoint_id']}' not found")
         return JSONResponse(endpoint.summary())
 
+    async def endpoint_gateway_secret(request: Request) -> Response:
+        """For tools that hold the platform token and call workers directly (benchmarks
+        behind nginx): the header a worker of this endpoint requires."""
+        endpoint_id = request.path_params["endpoint_id"]
+        if endpoint_id not in supervisor.endpoints:
+            return _error(404, f"Endpoint '{endpoint_id}' not found")
+        return JSONResponse({"header": config.GATEWAY_SECRET_HEADER,
+                             "value": supervisor.credentials.gateway_secret(endpoint_id)})
+
     async def delete_endpoint(request: Request) -> Response:
         endpoint_id = request.path_params["endpoint_id"]
         if not await supervisor.remove_endpoint(endpoint_id):
@@ -294,6 +303,8 @@ def build_routes(
               protected(get_endpoint, _reads_callable(supervisor))),
         Route("/api/v1/endpoints/{endpoint_id}", protected(delete_endpoint), methods=["DELETE"]),
         Route("/api/v1/endpoints/{endpoint_id}/logs", protected(endpoint_logs)),
+        Route("/api/v1/endpoints/{endpoint_id}/gateway-secret",
+              protected(endpoint_gateway_secret)),
         Route("/api/v1/artifacts/{sha256}", protected(upload_artifact), methods=["PUT"]),
         Route("/api/v1/deployments", protected(create_deployment), methods=["POST"]),
         Route("/api/v1/deployments/preview", protected(preview_deployment), methods=["POST"]),

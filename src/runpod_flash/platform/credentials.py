@@ -11,7 +11,8 @@ the platform down and runs code anywhere). Each worker gets:
   to the worker in `GATEWAY_SECRET_HEADER`: a worker answers only requests that carry it, so
   nothing reaches its port except through the gateway's checks.
 
-Both are random per worker and forgotten when the worker goes.
+Tokens are random per worker and forgotten when the worker goes; the secret is random per
+endpoint (its workers run the same code) and forgotten with the endpoint.
 """
 
 from __future__ import annotations
@@ -52,6 +53,18 @@ class Credentials:
     def __init__(self) -> None:
         self._by_digest: dict[bytes, Grant] = {}
         self._by_worker: dict[str, Grant] = {}
+        self._secrets: dict[str, str] = {}  # endpoint id -> its workers' gateway secret
+
+    def gateway_secret(self, endpoint_id: str) -> str:
+        """The secret the workers of an endpoint require (one per endpoint, so a tool that
+        holds the platform token can measure workers directly, e.g. behind nginx)."""
+        secret = self._secrets.get(endpoint_id)
+        if secret is None:
+            secret = self._secrets[endpoint_id] = secrets.token_urlsafe(32)
+        return secret
+
+    def forget_endpoint(self, endpoint_id: str) -> None:
+        self._secrets.pop(endpoint_id, None)
 
     def __len__(self) -> int:
         return len(self._by_worker)
@@ -60,7 +73,7 @@ class Credentials:
               ) -> Grant:
         self.revoke(worker_id)
         grant = Grant(worker_id, endpoint_id, live, peers, secrets.token_urlsafe(32),
-                      secrets.token_urlsafe(32))
+                      self.gateway_secret(endpoint_id))
         self._by_digest[_digest(grant.token)] = grant
         self._by_worker[worker_id] = grant
         return grant

@@ -276,6 +276,7 @@ class Supervisor:
                 return False
             self.store.delete_endpoint(endpoint_id)
             await asyncio.gather(*(self._drain(w) for w in list(endpoint.workers.values())))
+            self.credentials.forget_endpoint(endpoint_id)
             return True
 
     # -- workers ----------------------------------------------------------------------------
