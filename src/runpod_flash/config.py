@@ -24,6 +24,7 @@ ENV_PLATFORM_TOKEN = "FLASH_PLATFORM_TOKEN"
 ENV_PLATFORM_PORT = "FLASH_PLATFORM_PORT"
 ENV_WORKER_ID = "FLASH_WORKER_ID"
 ENV_ENDPOINT_ID = "FLASH_ENDPOINT_ID"
+ENV_WORKER_HOST = "FLASH_WORKER_HOST"  # the address a worker binds to (its node's)
 # JSON {resource name: gateway path} of the endpoints deployed with a worker (stubs.peers)
 ENV_PEER_ENDPOINTS = "FLASH_PEER_ENDPOINTS"
 # Where the gateway serves a load-balanced endpoint: {platform}/ep/<endpoint id>/<route path>
@@ -32,6 +33,10 @@ LB_PREFIX = "/ep"
 
 class UnsafeHome(PermissionError):
     """FLASH_HOME is not private to this user; the message says how to fix it."""
+
+
+class InvalidSetting(ValueError):
+    """An environment variable's value is unusable; the message names it and what it takes."""
 
 
 def flash_home() -> Path:

@@ -83,21 +83,32 @@ def deploy_project(
             "artifact": result.artifact_sha256, "python": sys.executable, "resources": only,
             APPROVED_KEY: approved, **target.fields(),
         })
-        shown = 0
-        deadline = time.monotonic() + DEPLOY_TIMEOUT_S
+    except PlatformError as exc:
+        raise DeployError(str(exc)) from None
+    return platform, follow_deployment(platform, deployment, progress)
+
+
+def follow_deployment(
+    platform: Platform, deployment: dict[str, Any], progress: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """Poll a deployment the platform started (a deploy, a rollback) until it ends, showing
+    its progress; returns its results, or raises DeployError with its reason."""
+    shown = 0
+    deadline = time.monotonic() + DEPLOY_TIMEOUT_S
+    try:
         while deployment["status"] == "running" and time.monotonic() < deadline:
-            time.sleep(0.1)
-            deployment = platform.call("GET", f"/api/v1/deployments/{deployment['id']}")
             for line in deployment["progress"][shown:]:
                 progress(line)
             shown = len(deployment["progress"])
+            time.sleep(0.1)
+            deployment = platform.call("GET", f"/api/v1/deployments/{deployment['id']}")
     except PlatformError as exc:
         raise DeployError(str(exc)) from None
     for line in deployment["progress"][shown:]:
         progress(line)
     if deployment["status"] != "succeeded":
         raise DeployError(deployment.get("error") or f"deployment is {deployment['status']}")
-    return platform, deployment["results"]
+    return deployment["results"]
 
 
 def preview_project(

@@ -222,11 +222,12 @@ def test_metrics_and_status_figures(urls: dict[str, str]) -> None:
     status, body = request("GET", platform.url + "/metrics", None, {}, 10)
     text = body.decode()
     assert status == 200
-    assert 'flash_requests_total{endpoint="burst",route="GET /work",status="200"}' in text
+    assert ('flash_requests_total{endpoint="burst",name="burst",route="GET /work",'
+            'status="200"}') in text
     assert "flash_request_duration_seconds_bucket" in text
-    assert 'flash_workers{endpoint="burst",state="ready"}' in text
-    assert 'flash_queue_depth{endpoint="steady-jobs"}' in text
-    assert 'flash_cold_starts{endpoint="burst"}' in text
+    assert 'flash_workers{endpoint="burst",name="burst",state="ready"}' in text
+    assert 'flash_queue_depth{endpoint="steady-jobs",name="steady-jobs"}' in text
+    assert 'flash_cold_starts{endpoint="burst",name="burst"}' in text
     assert endpoint("burst")["stats"]["requests"] > 200
 
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from runpod_flash import __version__, config, control
 from runpod_flash.build import BuildError, _check_output_name, _trim_dependencies
-from runpod_flash.cli.endpoint_commands import _named
+from runpod_flash.cli.endpoint_commands import named_endpoints
 from runpod_flash.cli.main import app
 
 runner = CliRunner()
@@ -94,10 +94,10 @@ ENDPOINTS = [
 
 def test_undeploy_name_in_several_environments_asks_for_one(capsys: pytest.CaptureFixture
                                                              ) -> None:
-    assert _named(ENDPOINTS, "worker", None) == [ENDPOINTS[2]]  # no environment field
-    assert _named(ENDPOINTS, "api--staging", None) == [ENDPOINTS[1]]
+    assert named_endpoints(ENDPOINTS, "worker", None) == [ENDPOINTS[2]]  # no environment field
+    assert named_endpoints(ENDPOINTS, "api--staging", None) == [ENDPOINTS[1]]
     with pytest.raises(typer.Exit) as failed:
-        _named(ENDPOINTS, "api", None)
+        named_endpoints(ENDPOINTS, "api", None)
     assert failed.value.exit_code == 1
     assert "in environments production, staging; choose one with --env" in \
         capsys.readouterr().err

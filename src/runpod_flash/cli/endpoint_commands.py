@@ -23,9 +23,9 @@ def connect() -> client.Platform:
     return platform
 
 
-def call(platform: client.Platform, method: str, path: str) -> dict:
+def call(platform: client.Platform, method: str, path: str, body: object = None) -> dict:
     try:
-        return platform.call(method, path)
+        return platform.call(method, path, body)
     except client.PlatformError as exc:
         fail(str(exc))
 
@@ -73,7 +73,7 @@ def status(
             view.update(render(platform.url, endpoints()), refresh=True)
 
 
-def _deployed(platform: client.Platform, environment: str | None) -> list[dict]:
+def deployed_endpoints(platform: client.Platform, environment: str | None) -> list[dict]:
     """The deployed endpoints (of `environment` when given), with their URLs."""
     return [
         {**e, "url": platform.url + e["path"]}
@@ -116,15 +116,15 @@ def _print_deployed(endpoints: list[dict], numbered: bool = False) -> None:
     console.print(table)
 
 
-def _named(endpoints: list[dict], name: str, environment: str | None) -> list[dict]:
+def named_endpoints(endpoints: list[dict], name: str, environment: str | None) -> list[dict]:
     """The deployed endpoints NAME means (its name or id); one environment's, or an error."""
     matches = [e for e in endpoints if client.slug(name) in (client.slug(e["name"]), e["id"])]
     if not matches:
         close = get_close_matches(name, sorted({e["name"] for e in endpoints}), n=1)
         hint = f"Did you mean '{close[0]}'? " if close else ""
         where = f" in environment '{environment}'" if environment else ""
-        fail(f"no deployed endpoint named '{name}'{where}. {hint}"
-             "`flash undeploy list` shows them")
+        fail(f"no deployed endpoint named '{name}'{where}. {hint}Deployed: "
+             f"{', '.join(map(_label, endpoints)) or 'none'}")
     environments = sorted({e.get("environment") or "" for e in matches})
     if len(environments) > 1:
         fail(f"'{name}' is deployed in environments {', '.join(environments)}; choose one with "
@@ -165,12 +165,12 @@ def undeploy(
         fail("give an endpoint name, --all or --interactive (one of them); "
              "`flash undeploy list` shows the deployed endpoints")
     platform = connect()
-    endpoints = _deployed(platform, environment)
+    endpoints = deployed_endpoints(platform, environment)
     if name == "list" or (not name and not endpoints):
         _print_deployed(endpoints)
         return
     if name:
-        chosen = _named(endpoints, name, environment)
+        chosen = named_endpoints(endpoints, name, environment)
     else:
         chosen = _pick(endpoints) if interactive else endpoints
         if not chosen:

@@ -15,6 +15,7 @@ from runpod_flash.cli import (
     login_command,
     platform_commands,
     project_commands,
+    rollback_command,
     volume_commands,
 )
 from runpod_flash.cli.init_command import init
@@ -53,6 +54,7 @@ app.command()(project_commands.build)
 app.command()(project_commands.deploy)
 app.command()(endpoint_commands.status)
 app.command()(endpoint_commands.undeploy)
+app.command()(rollback_command.rollback)
 app.command()(endpoint_commands.logs)
 app.command()(login_command.login)
 app.command()(login_command.logout)

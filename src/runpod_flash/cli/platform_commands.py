@@ -35,10 +35,21 @@ def start(
         None, "--api-key", envvar="FLASH_API_KEY",
         help="Require 'Authorization: Bearer <key>' on deployed endpoints.",
     ),
+    provider: str = typer.Option(
+        "local", "--provider", envvar="FLASH_PROVIDER",
+        help="Where workers run: local (this machine) or ray (a Ray cluster's nodes).",
+    ),
+    ray_address: str = typer.Option(
+        "auto", "--ray-address", envvar="FLASH_RAY_ADDRESS",
+        help="The Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT.",
+    ),
 ) -> None:
     """Start the platform (bound to 127.0.0.1) unless one is already running."""
+    if provider not in ("local", "ray"):
+        _fail(f"--provider {provider!r}: use local or ray")
     if api_key:
         os.environ["FLASH_API_KEY"] = api_key
+    os.environ["FLASH_PROVIDER"], os.environ["FLASH_RAY_ADDRESS"] = provider, ray_address
     if foreground:
         # The platform's own entry point, in place of this process: same terminal, same
         # pid, and the CLI stays a client of the platform (it never imports it).
@@ -51,6 +62,11 @@ def start(
                 "only when a platform starts; this one does not require that key. Run `flash "
                 "platform stop`, then `flash platform start --api-key ...` again"
             )
+        if already is not None:
+            running = already.call("GET", "/api/v1/status").get("provider", {})
+            if running.get("provider", "local") != provider:
+                _fail(f"a platform with the {running.get('provider', 'local')} provider is "
+                      f"already running at {already.url}; run `flash platform stop` first")
         platform = already or client.ensure_platform()
     except (client.PlatformError, ConnectionError, UnsafeHome) as exc:
         _fail(str(exc))

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from runpod_flash.config import UnsafeHome
+from runpod_flash.config import InvalidSetting, UnsafeHome
+from runpod_flash.platform.providers import ProviderUnavailable
 from runpod_flash.platform.server import AlreadyRunning, run
 
 
 def main() -> None:
     try:
         run()
-    except (AlreadyRunning, UnsafeHome) as exc:
+    except (AlreadyRunning, UnsafeHome, InvalidSetting, ProviderUnavailable) as exc:
         sys.exit(f"flash platform: {exc}")
 
 

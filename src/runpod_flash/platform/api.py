@@ -21,6 +21,7 @@ from runpod_flash.platform.apps import AppError
 from runpod_flash.platform.credentials import Credentials, Grant, bearer
 from runpod_flash.platform.deployments import Deployments, endpoint_specs
 from runpod_flash.platform.supervisor import Supervisor
+from runpod_flash.platform.versions_api import build_version_routes
 from runpod_flash.platform.volumes import VolumeRefused, users_by_volume
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -129,7 +130,8 @@ def build_routes(
             "version": __version__,
             "pid": os.getpid(),
             "uptime_s": round(time.time() - started, 1),
-            "gpus": supervisor.gpus.gpus,
+            "gpus": supervisor.provider.gpus(),
+            "provider": supervisor.provider.describe(),
             "endpoints": supervisor.status(),
         })
 
@@ -243,6 +245,8 @@ def build_routes(
         for path in files:
             start = offsets.get(path.name, 0)
             with open(path, "rb") as handle:
+                if handle.seek(0, 2) < start:  # truncated by log rotation: from the top
+                    start = 0
                 handle.seek(start)
                 data = handle.read()
             cursor[path.name] = start + len(data)
@@ -290,7 +294,7 @@ def build_routes(
             port = int((await json_body(request))["port"])
         except (ValueError, KeyError, TypeError):
             return _error(422, "worker ready report needs a JSON body with an integer 'port'")
-        if not supervisor.mark_ready(request.path_params["worker_id"], port):
+        if not supervisor.health.mark_ready(request.path_params["worker_id"], port):
             return _error(404, "unknown worker or worker not starting")
         return JSONResponse({"ok": True})
 
@@ -315,4 +319,5 @@ def build_routes(
         Route("/api/v1/shutdown", protected(shutdown), methods=["POST"]),
         Route("/internal/workers/{worker_id}/ready", protected(worker_ready, _own_worker),
               methods=["POST"]),
+        *build_version_routes(deployments, protected),
     ]

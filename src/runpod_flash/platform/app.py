@@ -22,6 +22,7 @@ from runpod_flash.platform.dashboard import Dashboard
 from runpod_flash.platform.deployments import Deployments
 from runpod_flash.platform.gateway import PREFIX, Gateway, authorized
 from runpod_flash.platform.jobs import JobQueue
+from runpod_flash.platform.log_retention import LogRetention, LogSweeper
 from runpod_flash.platform.metrics import Metrics
 from runpod_flash.platform.queue_api import build_queue_routes
 from runpod_flash.platform.supervisor import Supervisor
@@ -96,18 +97,17 @@ class PlatformApp:
         # /metrics names endpoints and routes: with an API key, key or token holders only
         self._metrics_auth = tuple(f"Bearer {secret}".encode() for secret in (token, api_key)
                                    if secret) if api_key else ()
-        self.jobs = JobQueue(supervisor.store, supervisor.on_demand, supervisor.worker_busy,
-                             supervisor.serving)
+        presence = supervisor.presence
+        self.jobs = JobQueue(supervisor.store, presence.on_demand, presence.worker_busy,
+                             presence.serving)
         self.metrics = Metrics(supervisor, lambda endpoint_id: self.jobs.load(endpoint_id).waiting)
         self.jobs.on_finish = lambda job: self.metrics.jobs.labels(
             job.endpoint_id, job.status).inc()
         self.gateway = Gateway(supervisor, token, api_key, self.metrics)
         self.deployments = Deployments(supervisor, Apps(supervisor.store))
-        supervisor.on_worker_exit = self.jobs.worker_gone
-        supervisor.on_worker_draining = self.jobs.release_worker
-        supervisor.queue_load = self.jobs.load
-        supervisor.queue_health = self.jobs.health
+        supervisor.connect_queue(self.jobs)
         self.dashboard = Dashboard(supervisor, self.jobs, self.metrics, token, api_key)
+        self.log_sweeper = LogSweeper(supervisor, LogRetention.from_env(config.logs_dir()))
         self.control = Starlette(routes=[
             *build_routes(supervisor, self.deployments, token, request_shutdown),
             *build_app_routes(supervisor, self.deployments.apps,

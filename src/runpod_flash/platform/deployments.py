@@ -1,8 +1,10 @@
-"""Deploying a built project: one background run per request, its progress kept for polling."""
+"""Deploying a built project, or rolling an endpoint back to a kept version: one background
+run per request, its progress kept for polling; each version that goes live is recorded."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections import OrderedDict
@@ -12,11 +14,14 @@ from typing import Any
 from runpod_flash import config
 from runpod_flash.control import DEFAULT_ENVIRONMENT, deployed_endpoint_id
 from runpod_flash.dependencies import APPROVED_KEY
-from runpod_flash.platform import artifacts
+from runpod_flash.platform import artifacts, versions
 from runpod_flash.platform.apps import Apps
+from runpod_flash.platform.artifact_retention import Retention
 from runpod_flash.platform.endpoints import Endpoint, endpoint_path
 from runpod_flash.platform.supervisor import DeployFailed, Supervisor
+from runpod_flash.platform.versions import RollbackRefused
 
+logger = logging.getLogger("runpod_flash.platform")
 MAX_KEPT = 50
 # Spec keys that follow from the build rather than describe a setting (a preview names "code").
 _DEPLOY_DETAILS = frozenset({"artifact", "app_dir", "python", "peers", APPROVED_KEY})
@@ -25,6 +30,8 @@ _DEPLOY_DETAILS = frozenset({"artifact", "app_dir", "python", "peers", APPROVED_
 @dataclass(eq=False)
 class Deployment:
     id: str
+    specs: list[dict[str, Any]]
+    how: str = "deploy"  # "deploy" | "rollback", as the version history records it
     status: str = "running"  # running -> succeeded | failed
     progress: list[str] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
@@ -99,9 +106,14 @@ class Deployments:
         self.apps = apps
         self._runs: OrderedDict[str, Deployment] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.keep = versions.keep_versions()
+        self.retention = Retention(supervisor.store, supervisor.endpoints)
+        versions.settle(supervisor.store, self.keep)
+        self.retention.prune_at_start()
 
-    def start(self, specs: list[dict[str, Any]], skipped: list[str]) -> Deployment:
-        deployment = Deployment(f"d-{uuid.uuid4().hex[:10]}")
+    def start(self, specs: list[dict[str, Any]], skipped: list[str], how: str = "deploy"
+              ) -> Deployment:
+        deployment = Deployment(f"d-{uuid.uuid4().hex[:10]}", specs, how)
         for name in skipped:
             deployment.progress.append(f"{name}: skipped")
         self._runs[deployment.id] = deployment
@@ -114,6 +126,29 @@ class Deployments:
 
     def get(self, deployment_id: str) -> Deployment | None:
         return self._runs.get(deployment_id)
+
+    def deployed(self, endpoint_id: str) -> Endpoint:
+        """The deployed endpoint `endpoint_id`; RollbackRefused listing them otherwise."""
+        endpoint = self.supervisor.endpoints.get(endpoint_id)
+        if endpoint is not None and endpoint.kind == "deployed":
+            return endpoint
+        names = sorted(e.id for e in self.supervisor.endpoints.values() if e.kind == "deployed")
+        kind = "a live endpoint, which keeps no versions" if endpoint else "not deployed"
+        raise RollbackRefused(404, f"endpoint '{endpoint_id}' is {kind}; deployed endpoints: "
+                                   f"{', '.join(names) or 'none'}")
+
+    def rollback(self, endpoint_id: str, ref: str | None) -> Deployment:
+        """Redeploy a kept version (`versions.resolve` reads `ref`) with the usual rollout."""
+        endpoint = self.deployed(endpoint_id)
+        target = versions.resolve(versions.kept(self.supervisor.store, endpoint_id), ref,
+                                  endpoint.version)
+        if target.artifact and not artifacts.app_dir(target.artifact).is_dir():
+            raise RollbackRefused(410, f"the build of version {target.version} (artifact "
+                                       f"{target.artifact[:12]}) is no longer on this platform; "
+                                       "deploy that code again with `flash deploy`")
+        deployment = self.start([target.spec], [], how="rollback")
+        deployment.progress.append(f"{endpoint.name}: rolling back to version {target.version}")
+        return deployment
 
     def preview(self, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """What deploying `specs` would do, endpoint by endpoint; nothing is changed."""
@@ -140,11 +175,17 @@ class Deployments:
     async def _run(self, deployment: Deployment, specs: list[dict[str, Any]]) -> None:
         try:
             for spec in specs:
+                self.retention.launching(
+                    spec, self.supervisor.endpoints.get(self.supervisor.deployed_id(spec)))
                 endpoint, action = await self.supervisor.deploy(spec, deployment.progress.append)
+                if action != "unchanged":  # the version going live joins the history
+                    versions.record(self.supervisor.store, endpoint.id, endpoint.spec,
+                                    deployment.how, self.keep)
                 deployment.progress.append(f"{endpoint.name}: {action}")
                 deployment.results.append({
                     "name": endpoint.name, "id": endpoint.id, "action": action,
-                    "path": endpoint.summary()["path"], "routes": endpoint.summary()["routes"],
+                    "version": endpoint.version, "path": endpoint.summary()["path"],
+                    "routes": endpoint.summary()["routes"],
                 })
         except DeployFailed as exc:
             deployment.status, deployment.error = "failed", str(exc)
@@ -152,3 +193,13 @@ class Deployments:
             deployment.status, deployment.error = "failed", f"deployment failed: {exc!r}"
         else:
             deployment.status = "succeeded"
+        await self._prune()
+
+    async def _prune(self) -> None:
+        """Delete the artifacts no endpoint, kept version or running deployment needs."""
+        in_progress = [spec for run in self._runs.values() if run.status == "running"
+                       for spec in run.specs]
+        try:
+            await self.retention.prune(in_progress)
+        except Exception:  # disk trouble: the deployment itself went fine
+            logger.exception("pruning artifacts failed")

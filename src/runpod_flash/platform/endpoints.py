@@ -14,7 +14,7 @@ from typing import Any
 from runpod_flash.control import slug
 from runpod_flash.dependencies import APPROVED_KEY
 from runpod_flash.envfile import mask_env
-from runpod_flash.platform.providers.local import LocalProcess
+from runpod_flash.platform.providers.base import WorkerProcess
 
 LB_PREFIX = "/ep"
 QUEUE_PREFIX = "/v2"
@@ -32,6 +32,11 @@ def spec_digest(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
+def spec_version(spec: dict[str, Any]) -> str:
+    """The version the platform shows for a spec: the start of its digest."""
+    return spec_digest(spec)[:12]
+
+
 def live_endpoint_id(spec: dict[str, Any]) -> str:
     """Same resource config and environment → same live endpoint, from any caller."""
     return f"live-{slug(str(spec.get('name', 'endpoint')))}-{spec_digest(spec)[:8]}"
@@ -46,7 +51,9 @@ class Worker:
     gpus: list[str]
     state: str = "starting"  # starting -> ready -> draining/stopping -> stopped | dead
     port: int | None = None
-    process: LocalProcess | None = None
+    host: str = "127.0.0.1"  # where the gateway reaches it (its node's address)
+    node: str | None = None  # the provider's node id; None: this machine
+    process: WorkerProcess | None = None
     in_flight: int = 0
     failed_pings: int = 0
     gateway_secret: bytes = b""  # sent on every request to it (platform.credentials)
@@ -61,6 +68,8 @@ class Worker:
             "version": self.version,
             "pid": self.process.pid if self.process else None,
             "port": self.port,
+            "host": self.host,
+            "node": self.node,
             "in_flight": self.in_flight,
             "gpus": self.gpus,
             "log": str(self.log_path),
@@ -87,6 +96,7 @@ class Endpoint:
     stats: dict[str, int] = field(default_factory=lambda: {
         "requests": 0, "errors": 0, "cold_starts": 0, "worker_failures": 0})
     deployed_at: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.monotonic)  # by a caller (live endpoints)
 
     version: str = ""  # digest of `spec`; kept with it by `use_spec`, read on every request
 
@@ -94,7 +104,7 @@ class Endpoint:
         self.use_spec(self.spec)
 
     def use_spec(self, spec: dict[str, Any]) -> None:
-        self.spec, self.version = spec, spec_digest(spec)[:12]
+        self.spec, self.version = spec, spec_version(spec)
 
     def notify(self) -> None:
         """Wake everyone waiting for a worker state change on this endpoint."""

@@ -160,10 +160,10 @@ class Exchange:
         self.connection.abort()
         gateway = self.lane.gateway
         if not isinstance(exc, ResponseTimeout):
-            gateway.supervisor.suspect(self.worker)
+            gateway.supervisor.health.suspect(self.worker)
         if gw.retry_elsewhere(exc, self.method, replayable=True) and isinstance(
                 exc, ConnectionClosed):
-            gateway.supervisor.release(self.worker)
+            gateway.supervisor.router.release(self.worker)
             self.worker = None  # type: ignore[assignment]  # the retry acquires its own
             self._continue(gateway.forward(
                 self.endpoint, self.method, self.target, self.headers, b"".join(self.body),
@@ -242,7 +242,7 @@ class Exchange:
         lane = self.lane
         lane.exchange = None
         if self.worker is not None:
-            lane.gateway.supervisor.release(self.worker)
+            lane.gateway.supervisor.router.release(self.worker)
         lane.gateway.record(self.endpoint, self.method, self.path, status, self.started)
         if not self.keep_alive:
             lane.transport.close()
@@ -310,12 +310,12 @@ class GatewayProtocol(LimitedHttpProtocol):
         if endpoint is None or self.front_door.refusal(self.headers) is not None or \
                 not gateway.admits(endpoint, path, self.headers):
             return None  # the ASGI path answers (PlatformApp refuses what the door does)
-        worker = gateway.supervisor.try_acquire(endpoint)
+        worker = gateway.supervisor.router.try_acquire(endpoint)
         if worker is None:
             return None
-        connection = gateway.upstream.checkout(gw.WORKER_HOST, worker.port or 0)
+        connection = gateway.upstream.checkout(worker.host, worker.port or 0)
         if connection is None:  # the ASGI path connects (and pools the connection)
-            gateway.supervisor.release(worker)
+            gateway.supervisor.router.release(worker)
             return None
         target = path + ("?" + query.decode("latin-1") if query else "")
         return Exchange(

@@ -29,17 +29,12 @@ from runpod_flash.http.server_limits import LINGER_S
 from runpod_flash.platform.credentials import GATEWAY_SECRET_HEADER, bearer
 from runpod_flash.platform.endpoints import Endpoint, Worker
 from runpod_flash.platform.metrics import Metrics, route_label
-from runpod_flash.platform.supervisor import (
-    Backlogged,
-    EndpointFailed,
-    NoWorkerAvailable,
-    Supervisor,
-)
+from runpod_flash.platform.routing import Backlogged, EndpointFailed, NoWorkerAvailable
+from runpod_flash.platform.supervisor import Supervisor
 
 logger = logging.getLogger("runpod_flash.platform")
 
 PREFIX = "/ep/"
-WORKER_HOST = "127.0.0.1"
 # The endpoints' request body limit, the workers' too (they inherit FLASH_MAX_BODY_MB): the
 # gateway refuses what a worker would, before sending any of it on.
 MAX_BODY_BYTES = config.max_body_bytes()
@@ -231,7 +226,7 @@ class Gateway:
                 self._route_labels.clear()  # paths with ids in them: bounded, not grown
             label = self._route_labels[key] = route_label(
                 endpoint.spec.get("routes") or {}, method, path)
-        self.metrics.observe_request(endpoint.name, label, status, time.perf_counter() - started)
+        self.metrics.observe_request(endpoint.id, label, status, time.perf_counter() - started)
 
     async def _handle(
         self, endpoint: Endpoint, scope: Scope, path: str, headers: Headers,
@@ -275,8 +270,8 @@ class Gateway:
         failed: Worker | None = None
         for attempt in (1, 2):
             try:
-                worker = (failed is None and self.supervisor.try_acquire(endpoint)) or \
-                    await self.supervisor.acquire(endpoint, COLD_START_WAIT_S, failed)
+                worker = (failed is None and self.supervisor.router.try_acquire(endpoint)) or \
+                    await self.supervisor.router.acquire(endpoint, COLD_START_WAIT_S, failed)
             except NoWorkerAvailable as exc:
                 return await reply(send, 503, str(exc), [(b"retry-after", b"1")])
             except Backlogged as exc:
@@ -285,7 +280,7 @@ class Gateway:
                 return await reply(send, 503, str(exc), [(b"retry-after", b"5")])
             try:
                 response = await self.upstream.request(
-                    WORKER_HOST, worker.port or 0, method, target,
+                    worker.host, worker.port or 0, method, target,
                     with_secret(forward_headers, worker), body,
                     timeouts,
                 )
@@ -294,13 +289,13 @@ class Gateway:
                 return await relay(response, method, send, watch)
             except HttpError as exc:
                 if not isinstance(exc, ResponseTimeout):
-                    self.supervisor.suspect(worker)
+                    self.supervisor.health.suspect(worker)
                 if attempt == 1 and retry_elsewhere(exc, method, replayable=upload is None):
                     failed = worker
                     continue
                 return await reply(send, *failure_reply(worker.id, method, exc))
             finally:
-                self.supervisor.release(worker)
+                self.supervisor.router.release(worker)
         raise AssertionError("the loop returns on its last attempt")
 
 

@@ -36,16 +36,20 @@ class GpuAllocator:
         self.gpus = gpus
         self._users: Counter[str] = Counter({gpu: 0 for gpu in gpus})
 
-    def allocate(self, endpoint_name: str, count: int) -> list[str]:
-        """The GPU ids for a new worker; [] for CPU work or on a machine without GPUs."""
-        if count <= 0 or not self.gpus:
-            return []
-        if count > len(self.gpus):
+    def check(self, endpoint_name: str, count: int) -> None:
+        """Raise GpuRequestError if a worker can never get `count` GPUs here."""
+        if self.gpus and count > len(self.gpus):
             raise GpuRequestError(
                 f"Endpoint '{endpoint_name}' asks for {count} GPUs per worker but this machine "
                 f"has {len(self.gpus)} ({', '.join(self.gpus)}); lower gpuCount to at most "
                 f"{len(self.gpus)}."
             )
+
+    def allocate(self, endpoint_name: str, count: int) -> list[str]:
+        """The GPU ids for a new worker; [] for CPU work or on a machine without GPUs."""
+        self.check(endpoint_name, count)
+        if count <= 0 or not self.gpus:
+            return []
         least_used = sorted(self.gpus, key=lambda gpu: (self._users[gpu], self.gpus.index(gpu)))
         chosen = sorted(least_used[:count], key=self.gpus.index)
         self._users.update(chosen)

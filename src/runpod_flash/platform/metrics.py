@@ -1,15 +1,18 @@
 """Prometheus metrics of the platform, served at `/metrics`.
 
-Request counts and latencies are plain numbers updated on the request path (well under a
-microsecond) and turned into families at scrape time; gauges that describe state (workers by
-state, queue depth) are read from the supervisor at scrape time.
+Series are labelled by endpoint id (`endpoint`: one endpoint's name is shared by its
+environments, `name` and `name--staging`), with the endpoint's `name` beside it. Request
+counts and latencies are plain numbers updated on the request path (well under a
+microsecond) and turned into families at scrape time, when the names are looked up; gauges
+that describe state (workers by state, queue depth) are read from the supervisor at scrape
+time.
 """
 
 from __future__ import annotations
 
 import re
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -43,15 +46,21 @@ class Metrics:
             "flash_jobs_total", "Queue jobs finished, by final state.",
             ["endpoint", "status"], registry=self.registry,
         )
-        self._requests = _RequestStats()
+        self._requests = _RequestStats(lambda endpoint_id: _name_of(supervisor, endpoint_id))
         self.registry.register(self._requests)
         self.registry.register(_StateCollector(supervisor, queue_depth))
 
-    def observe_request(self, endpoint: str, route: str, status: int, seconds: float) -> None:
-        self._requests.observe(endpoint, route, status, seconds)
+    def observe_request(self, endpoint_id: str, route: str, status: int, seconds: float
+                        ) -> None:
+        self._requests.observe(endpoint_id, route, status, seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _name_of(supervisor: Any, endpoint_id: str) -> str | None:
+    endpoint = supervisor.endpoints.get(endpoint_id)
+    return None if endpoint is None else endpoint.name
 
 
 class _RequestStats:
@@ -59,13 +68,25 @@ class _RequestStats:
     (prometheus_client's labelled metrics take a lock per update, which cost more than the
     proxy hop's own bookkeeping) and turned into metric families when Prometheus scrapes.
 
-    One entry per (endpoint, route template, status): bounded by the routes deployed.
+    One entry per (endpoint id, route template, status): bounded by the routes deployed.
+    Names are looked up when scraped, so the request path pays nothing for them.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, name_of: Callable[[str], str | None]) -> None:
+        self._name_of = name_of
+        self._names: dict[str, str] = {}  # endpoint id -> name, kept once the endpoint is gone
         self._counts: dict[tuple[str, str, int], list[int]] = {}
         # (endpoint, route) -> [per-bucket counts..., +Inf count, sum of seconds]
         self._latency: dict[tuple[str, str], list[float]] = {}
+
+    def _name(self, endpoint_id: str) -> str:
+        name = self._names.get(endpoint_id)
+        if name is None:
+            name = self._name_of(endpoint_id)
+            if name is None:
+                return ""  # gone before its first scrape
+            self._names[endpoint_id] = name
+        return name
 
     def observe(self, endpoint: str, route: str, status: int, seconds: float) -> None:
         counter = self._counts.get((endpoint, route, status))
@@ -80,18 +101,18 @@ class _RequestStats:
 
     def collect(self) -> Iterator[Any]:
         requests = CounterMetricFamily("flash_requests", "Requests through the gateway.",
-                                       labels=["endpoint", "route", "status"])
+                                       labels=["endpoint", "name", "route", "status"])
         for (endpoint, route, status), (count,) in list(self._counts.items()):
-            requests.add_metric([endpoint, route, str(status)], count)
+            requests.add_metric([endpoint, self._name(endpoint), route, str(status)], count)
         latency = HistogramMetricFamily(
             "flash_request_duration_seconds", "Gateway request latency, worker included.",
-            labels=["endpoint", "route"])
+            labels=["endpoint", "name", "route"])
         for (endpoint, route), values in list(self._latency.items()):
             cumulative, buckets = 0.0, []
             for bound, count in zip((*BUCKETS, float("inf")), values[:-1], strict=True):
                 cumulative += count
                 buckets.append((floatToGoString(bound), cumulative))
-            latency.add_metric([endpoint, route], buckets, values[-1])
+            latency.add_metric([endpoint, self._name(endpoint), route], buckets, values[-1])
         yield from (requests, latency)
 
 
@@ -104,17 +125,18 @@ class _StateCollector:
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         workers = GaugeMetricFamily("flash_workers", "Workers by state.",
-                                    labels=["endpoint", "state"])
+                                    labels=["endpoint", "name", "state"])
         depth = GaugeMetricFamily("flash_queue_depth", "Jobs waiting in the queue.",
-                                  labels=["endpoint"])
+                                  labels=["endpoint", "name"])
         cold = GaugeMetricFamily("flash_cold_starts", "Workers started since the platform "
-                                 "started.", labels=["endpoint"])
+                                 "started.", labels=["endpoint", "name"])
         for endpoint in self._supervisor.endpoints.values():
             states: dict[str, int] = {}
             for worker in endpoint.workers.values():
                 states[worker.state] = states.get(worker.state, 0) + 1
+            labels = [endpoint.id, endpoint.name]
             for state in ("starting", "ready", "draining"):
-                workers.add_metric([endpoint.name, state], states.get(state, 0))
-            depth.add_metric([endpoint.name], self._queue_depth(endpoint.id))
-            cold.add_metric([endpoint.name], endpoint.stats["cold_starts"])
+                workers.add_metric([*labels, state], states.get(state, 0))
+            depth.add_metric(labels, self._queue_depth(endpoint.id))
+            cold.add_metric(labels, endpoint.stats["cold_starts"])
         yield from (workers, depth, cold)

@@ -86,7 +86,7 @@ def build_queue_routes(
             if not own and not known(key, [platform_key]):
                 return _error(401, "a worker pulls only its own endpoint's jobs, with the "
                                    "token its platform gave it (RUNPOD_AI_API_KEY)")
-            supervisor.worker_seen(worker_id)
+            supervisor.presence.worker_seen(worker_id)
             return await handler(request, endpoint_id, worker_id)
 
         return guarded
@@ -182,7 +182,7 @@ def build_queue_routes(
 
     async def health(request: Request, endpoint_id: str) -> Response:
         return JSONResponse({"jobs": jobs.health(endpoint_id),
-                             "workers": supervisor.worker_counts(endpoint_id)})
+                             "workers": supervisor.presence.worker_counts(endpoint_id)})
 
     async def job_take(request: Request, endpoint_id: str, worker_id: str) -> Response:
         batch = request.url.path.split("/")[3] == "job-take-batch"

@@ -23,7 +23,7 @@ from runpod_flash import config
 from runpod_flash.http.server_limits import ServerLimits, raise_open_file_limit
 from runpod_flash.platform.app import PlatformApp
 from runpod_flash.platform.fastlane import GatewayProtocol
-from runpod_flash.platform.gpus import GpuAllocator, detect_gpus
+from runpod_flash.platform.providers import make_provider
 from runpod_flash.platform.store import Store
 from runpod_flash.platform.supervisor import Supervisor
 
@@ -121,7 +121,7 @@ async def serve() -> None:
     sock = _bind()
     url = f"http://{config.PLATFORM_HOST}:{sock.getsockname()[1]}"
     store = Store(config.flash_home() / "state.db")
-    supervisor = Supervisor(store, url, token, GpuAllocator(detect_gpus()))
+    supervisor = Supervisor(store, url, token, make_provider(config.logs_dir()))
     server = uvicorn.Server(
         uvicorn.Config(
             None, log_level="warning", access_log=False, lifespan="off",
@@ -146,6 +146,7 @@ async def serve() -> None:
     supervisor.start()
     app.jobs.start()
     app.dashboard.start()
+    app.log_sweeper.start()
     # Everything built so far lives as long as the platform: out of the collector's way.
     # Each proxied request makes short-lived objects, and full collections scanning the
     # imported modules showed up in the gateway's profile.
@@ -164,6 +165,7 @@ async def serve() -> None:
     finally:
         idle.cancel()
         releaser.cancel()
+        app.log_sweeper.stop()
         with contextlib.suppress(FileNotFoundError):
             if json.loads(info.read_text()).get("pid") == os.getpid():
                 info.unlink()

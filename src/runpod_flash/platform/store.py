@@ -64,9 +64,24 @@ CREATE TABLE IF NOT EXISTS workers (
     ended_at REAL,
     proc_start INTEGER
 );
+CREATE TABLE IF NOT EXISTS versions (
+    endpoint_id TEXT NOT NULL,
+    version TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    artifact TEXT,
+    deployed_at REAL NOT NULL,
+    how TEXT NOT NULL,
+    PRIMARY KEY (endpoint_id, version)
+);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (completed_at) WHERE completed_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs (created_at) WHERE completed_at IS NULL;
 """
+# A version goes once `keep` newer ones of its endpoint are kept.
+_TRIM_VERSIONS = (
+    "DELETE FROM versions WHERE (SELECT count(*) FROM versions AS newer "
+    "WHERE newer.endpoint_id = versions.endpoint_id "
+    "AND (newer.deployed_at, newer.rowid) > (versions.deployed_at, versions.rowid)) >= ?"
+)
 logger = logging.getLogger("runpod_flash.platform")
 _FINAL = "('COMPLETED', 'FAILED', 'CANCELLED', 'TIMED_OUT')"
 _MIGRATIONS = (("workers", "proc_start", "INTEGER"),)  # columns later versions added
@@ -133,6 +148,46 @@ class Store:
              "created_at": r[4], "updated_at": r[5]}
             for r in rows
         ]
+
+    # -- versions: what each deployed endpoint ran (platform.versions) ----------------------
+
+    _VERSION_COLUMNS = ("endpoint_id", "version", "spec", "artifact", "deployed_at", "how")
+
+    def record_version(self, row: dict[str, Any], keep: int) -> None:
+        """Save a version an endpoint now runs (again: it moves to the front), then drop all
+        but each endpoint's newest `keep`; one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute(
+                    f"INSERT OR REPLACE INTO versions ({', '.join(self._VERSION_COLUMNS)}) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    tuple(json.dumps(row[name]) if name == "spec" else row[name]
+                          for name in self._VERSION_COLUMNS),
+                )
+                self._db.execute(_TRIM_VERSIONS, (keep,))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def versions(self, endpoint_id: str | None = None) -> list[dict[str, Any]]:
+        """The kept versions of one endpoint (of all, without `endpoint_id`), newest first."""
+        where, params = ("WHERE endpoint_id = ? ", (endpoint_id,)) if endpoint_id else ("", ())
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(self._VERSION_COLUMNS)} FROM versions {where}"
+                "ORDER BY deployed_at DESC, rowid DESC", params
+            ).fetchall()
+        return [{**dict(zip(self._VERSION_COLUMNS, row, strict=True)),
+                 "spec": json.loads(row[2])} for row in rows]
+
+    def trim_versions(self, keep: int) -> None:
+        """Drop all but each endpoint's newest `keep` versions."""
+        self._write(_TRIM_VERSIONS, (keep,))
+
+    def forget_versions(self, endpoint_id: str) -> None:
+        self._write("DELETE FROM versions WHERE endpoint_id = ?", (endpoint_id,))
 
     def save_app(self, name: str) -> None:
         self._write("INSERT OR IGNORE INTO apps (name, created_at) VALUES (?, ?)",

@@ -382,6 +382,8 @@ class ServerlessResource(DeployableResource):
             "executionTimeoutMs": self.executionTimeoutMs,
             "env": dict(self.env),
         }
+        if self.instanceIds:  # CPU worker sizes: a cluster provider reserves them
+            spec["instanceIds"] = [getattr(i, "value", str(i)) for i in self.instanceIds]
         if self.networkVolume is not None:
             spec["networkVolume"] = {
                 "name": self.networkVolume.name, "size": self.networkVolume.size,

@@ -39,7 +39,8 @@ async def serve(app: Any, mark_ready: Callable[[], None] | None = None) -> None:
     app = GatewayOnly(app, secret)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((config.PLATFORM_HOST, int(os.environ.get("FLASH_WORKER_PORT", "0"))))
+    host = os.environ.get(config.ENV_WORKER_HOST) or config.PLATFORM_HOST  # its node's
+    sock.bind((host, int(os.environ.get("FLASH_WORKER_PORT", "0"))))
     port = sock.getsockname()[1]
     limits = ServerLimits.from_env()  # the platform's, inherited through the environment
     server = uvicorn.Server(

@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -127,7 +127,7 @@ def quantile(q: float, bounds: Sequence[float], cumulative: Sequence[float]) -> 
 
 
 def latency_histograms(metrics: Metrics) -> dict[str, tuple[list[float], list[float]]]:
-    """{endpoint name: (bucket bounds, cumulative counts)} summed over the endpoint's routes,
+    """{endpoint id: (bucket bounds, cumulative counts)} summed over the endpoint's routes,
     read through the metrics registry (as a Prometheus scrape would)."""
     buckets: dict[str, dict[float, float]] = {}
     for family in metrics.registry.collect():
@@ -203,7 +203,6 @@ class Sampler:
         its baseline)."""
         now = time.time() if now is None else now
         histograms = latency_histograms(self.metrics)
-        names = Counter(endpoint.name for endpoint in self.supervisor.endpoints.values())
         for endpoint in list(self.supervisor.endpoints.values()):
             if endpoint.spec.get("type") == "QB":
                 health = self.jobs.health(endpoint.id)
@@ -212,10 +211,7 @@ class Sampler:
             else:
                 requests, errors = endpoint.stats["requests"], endpoint.stats["errors"]
                 queue = endpoint.waiting
-            # /metrics labels latency by endpoint name: two endpoints of one name (one per
-            # environment) share it, so neither is given the other's latency.
-            latency = histograms.get(endpoint.name) if names[endpoint.name] == 1 else None
-            snapshot = Snapshot(now, requests, errors, latency)
+            snapshot = Snapshot(now, requests, errors, histograms.get(endpoint.id))
             kept = self._snapshots.get(endpoint.id)
             if kept is None:
                 kept = self._snapshots[endpoint.id] = deque(maxlen=self._kept)

@@ -25,6 +25,8 @@ def read_new_lines(folder: Path, cursor: dict[str, int], tail: int | None
                 size = handle.seek(0, 2)
                 start = cursor.get(path.name, 0 if tail is None else
                                    max(0, size - MAX_READ_BYTES))  # a tail: only the end
+                if start > size:  # truncated by log rotation: its lines begin at the top
+                    start = 0
                 handle.seek(start)
                 data = handle.read(MAX_READ_BYTES)
         except OSError:

@@ -41,6 +41,7 @@ from runpod_flash.platform.dashboard.logs import read_new_lines
 from runpod_flash.platform.environments import directory_size
 from runpod_flash.platform.jobs import FINAL, Job, JobError, JobQueue
 from runpod_flash.platform.supervisor import Supervisor
+from runpod_flash.platform.versions import kept, listing
 from runpod_flash.platform.volumes import users_by_volume
 
 PREFIX = "/dashboard"
@@ -215,7 +216,7 @@ class Views:
         self.table = JobsTable(state_db)
         self.started = time.time()
         self.node = socket.gethostname()
-        self.provider = type(supervisor.provider).__name__.removesuffix("Provider").lower()
+        self.provider = supervisor.provider.name
         self._closing = asyncio.Event()
         self._disk: tuple[float, dict[str, Any]] | None = None
 
@@ -389,9 +390,11 @@ class Views:
         versions = Counter(worker.version for worker in endpoint.workers.values())
         docs = row["url"] + "/docs" if endpoint.kind == "deployed" and row["type"] != "QB" \
             else None
+        history = listing(await asyncio.to_thread(kept, self.supervisor.store, endpoint_id),
+                          endpoint.version) if endpoint.kind == "deployed" else []
         return self._render(request, session, "endpoint.html", endpoint=row, workers=workers,
-                            versions=versions, docs=docs, interval_s=self.interval_s,
-                            nav="endpoints")
+                            versions=versions, history=history, docs=docs,
+                            interval_s=self.interval_s, nav="endpoints")
 
     async def history_json(self, request: Request, session: Session) -> Response:
         endpoint_id = request.path_params["endpoint_id"]
@@ -559,7 +562,7 @@ class Views:
             self._disk = (time.monotonic(), await asyncio.to_thread(self._disk_now))
         info = {"version": __version__, "pid": os.getpid(),
                 "uptime_s": time.time() - self.started, "provider": self.provider,
-                "node": self.node, "gpus": self.supervisor.gpus.gpus,
+                "node": self.node, "gpus": self.supervisor.provider.gpus(),
                 "url": str(request.base_url).rstrip("/")}
         return self._render(request, session, "platform.html", info=info, disk=self._disk[1],
                             nav="platform")

@@ -8,39 +8,35 @@ import json
 import logging
 import os
 import signal
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runpod_flash.platform.gpus import GpuAllocator, GpuRequestError
+from runpod_flash.platform.providers.base import (
+    RUNTIME_ARGS,
+    PlacementError,
+    Resources,
+    WorkerLaunch,
+)
 from runpod_flash.runtime.zygote import process_start
 
 logger = logging.getLogger("runpod_flash.platform")
 
 STOP_GRACE_S = 10.0
-RUNTIME_ARGS = ("-m", "runpod_flash.runtime")
 FORK_WORKERS = os.environ.get("FLASH_FORK_WORKERS", "1") != "0"
 # The platform's own credentials never reach user code (each worker gets its own token).
 _PLATFORM_SECRETS = frozenset({"FLASH_API_KEY", "FLASH_PLATFORM_TOKEN"})
+
+
 
 
 def worker_environ(overrides: dict[str, str]) -> dict[str, str]:
     """A worker's environment: the platform's, less its credentials, plus `overrides`."""
     base = {k: v for k, v in os.environ.items() if k not in _PLATFORM_SECRETS}
     return {**base, **overrides}
+
 ZYGOTE_SPAWN_TIMEOUT_S = float(os.environ.get("FLASH_ZYGOTE_SPAWN_TIMEOUT", "10"))
 ZYGOTE_READY_TIMEOUT_S = 60.0
-
-
-@dataclass
-class WorkerLaunch:
-    """Everything a provider needs to start one worker."""
-
-    worker_id: str
-    python: str
-    env: dict[str, str]
-    log_path: Path
-    cwd: str
-    args: tuple[str, ...] = RUNTIME_ARGS  # what the interpreter runs
 
 
 def kill_group(pid: int, start: int | None, sig: int = signal.SIGKILL) -> None:
@@ -77,7 +73,11 @@ class LocalProcess:
     """A running worker process (leading its own process group); `exited` resolves when it
     ends, for whatever reason."""
 
+    host = "127.0.0.1"
+    node: str | None = None
+
     def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.gpus: list[str] = []
         self.pid = process.pid
         self.start = process_start(process.pid)
         self.exited: asyncio.Future[int] = asyncio.ensure_future(process.wait())
@@ -99,6 +99,7 @@ class ForkedProcess(LocalProcess):
     """A worker forked by a zygote; the zygote reports its exit (it is not our child)."""
 
     def __init__(self, pid: int, start: int | None, exited: asyncio.Future[int]) -> None:
+        self.gpus = []
         self.pid = pid
         self.start = start
         self.exited = exited
@@ -195,16 +196,47 @@ class Zygote:
 
 class LocalProvider:
     """Workers as local processes: forked from a pre-imported zygote when they run our
-    runtime (cold start without the import cost), started plainly otherwise."""
+    runtime (cold start without the import cost), started plainly otherwise. Each gets
+    GPUs of this machine by `CUDA_VISIBLE_DEVICES`, spread over them."""
 
-    def __init__(self, logs_dir: Path, fork: bool = FORK_WORKERS) -> None:
+    name = "local"
+
+    def __init__(self, logs_dir: Path, gpus: GpuAllocator, fork: bool = FORK_WORKERS) -> None:
         self._logs_dir = logs_dir
+        self._gpus = gpus
         self._fork = fork
         self._zygotes: dict[str, Zygote] = {}
         self._warming: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
+    def gpus(self) -> list[str]:
+        return list(self._gpus.gpus)
+
+    def check(self, resources: Resources, endpoint_name: str) -> None:
+        try:
+            self._gpus.check(endpoint_name, resources.gpus)
+        except GpuRequestError as exc:
+            raise PlacementError(str(exc)) from None
+
+    def describe(self) -> dict[str, Any]:
+        return {"provider": self.name, "nodes": 1, "gpus": self.gpus()}
+
+    def reclaim(self, pid: int, start: int | None) -> None:
+        kill_leftover(pid, start)
+
     async def start(self, launch: WorkerLaunch) -> LocalProcess:
+        gpus = self._gpus.allocate(launch.endpoint_id, launch.resources.gpus)
+        launch.env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+        try:
+            process = await self._start(launch)
+        except BaseException:
+            self._gpus.release(gpus)
+            raise
+        process.gpus = gpus
+        process.exited.add_done_callback(lambda _: self._gpus.release(gpus))
+        return process
+
+    async def _start(self, launch: WorkerLaunch) -> LocalProcess:
         os.close(_owner_only_log(launch.log_path))  # made here: a forked worker opens it too
         if self._fork and launch.args == RUNTIME_ARGS:
             zygote = self._zygotes.get(launch.python)
