@@ -49,3 +49,11 @@ def test_deployed_and_live_are_listed_apart_and_queues_count_jobs() -> None:
         < text.index("live-x")
     assert "5 jobs done, 1 failed, 2 queued, 1 running; 1 cold start" in text
     assert "platform http://127.0.0.1:7770: 1 deployed, 1 live" in text
+
+
+def test_workers_on_a_cluster_show_their_nodes_and_local_ones_do_not() -> None:
+    on_ray = endpoint(workers=[{"state": "ready", "node": "1a2b3c4d" + "0" * 48},
+                               {"state": "ready", "node": "1a2b3c4d" + "0" * 48},
+                               {"state": "starting", "node": "9f8e7d6c" + "1" * 48}])
+    assert "  nodes     2 on 1a2b3c4d, 1 on 9f8e7d6c" in shown([on_ray])
+    assert "nodes" not in shown([endpoint()])

@@ -158,13 +158,20 @@ def undeploy(
         False, "--force", "-f", "--yes", "-y", help="Do not ask for confirmation."),
     environment: str = typer.Option(
         None, "--env", "-e", help="Only endpoints of this environment."),
+    live: bool = typer.Option(
+        False, "--live", help="Remove every live endpoint (those scripts and `flash run` made)."),
 ) -> None:
     """Stop endpoints' workers (in-flight requests finish) and remove their routes; `flash
     undeploy list` shows the deployed endpoints."""
-    if (bool(name) + all_endpoints + interactive) != 1:
-        fail("give an endpoint name, --all or --interactive (one of them); "
+    if (bool(name) + all_endpoints + interactive + live) != 1:
+        fail("give an endpoint name, --all, --interactive or --live (one of them); "
              "`flash undeploy list` shows the deployed endpoints")
     platform = connect()
+    if live:
+        deleted = call(platform, "DELETE", "/api/v1/endpoints/live")["deleted"]
+        console.print(f"removed {len(deleted)} live endpoint(s)"
+                      + (f": {', '.join(deleted)}" if deleted else ""))
+        return
     endpoints = deployed_endpoints(platform, environment)
     if name == "list" or (not name and not endpoints):
         _print_deployed(endpoints)

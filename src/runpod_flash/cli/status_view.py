@@ -36,6 +36,15 @@ def _workers(endpoint: dict[str, Any]) -> str:
     return text + f" (min {endpoint['workersMin']}, max {endpoint['workersMax']})"
 
 
+def _nodes(endpoint: dict[str, Any]) -> str | None:
+    """Where the workers run, on a cluster ("2 on 1a2b3c4d, 1 on 9f8e7d6c"); None locally."""
+    counts: dict[str, int] = {}
+    for worker in endpoint["workers"]:
+        if worker.get("node"):
+            counts[worker["node"][:8]] = counts.get(worker["node"][:8], 0) + 1
+    return ", ".join(f"{n} on {node}" for node, n in sorted(counts.items())) or None
+
+
 def _traffic(endpoint: dict[str, Any]) -> str:
     stats = endpoint["stats"]
     cold = f"{stats['cold_starts']} cold start" + ("" if stats["cold_starts"] == 1 else "s")
@@ -65,6 +74,9 @@ def endpoint_block(endpoint: dict[str, Any]) -> RenderableType:
         head.append(f"  {endpoint['app']}/{endpoint['environment']}", style="cyan")
     rows = [("url", endpoint["url"]), ("workers", _workers(endpoint)),
             ("traffic", _traffic(endpoint))]
+    nodes = _nodes(endpoint)
+    if nodes:
+        rows.append(("nodes", nodes))
     if endpoint["routes"]:
         rows.append(("routes", ", ".join(endpoint["routes"])))
     if endpoint["env"]:

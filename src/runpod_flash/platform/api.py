@@ -167,6 +167,9 @@ def build_routes(
             return _error(404, f"Endpoint '{endpoint_id}' not found")
         return JSONResponse({"deleted": endpoint_id})
 
+    async def delete_live_endpoints(request: Request) -> Response:
+        return JSONResponse({"deleted": await supervisor.remove_live_endpoints()})
+
     async def upload_artifact(request: Request) -> Response:
         try:
             path = await artifacts.store(request.path_params["sha256"], request.stream())
@@ -303,6 +306,7 @@ def build_routes(
         Route("/api/v1/status", protected(status)),
         Route("/api/v1/endpoints/live", protected(create_live_endpoint, _provisions_live),
               methods=["POST"]),
+        Route("/api/v1/endpoints/live", protected(delete_live_endpoints), methods=["DELETE"]),
         Route("/api/v1/endpoints/{endpoint_id}",
               protected(get_endpoint, _reads_callable(supervisor))),
         Route("/api/v1/endpoints/{endpoint_id}", protected(delete_endpoint), methods=["DELETE"]),
