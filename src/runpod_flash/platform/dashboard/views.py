@@ -384,8 +384,11 @@ class Views:
         row = next(r for r in self._rows(request) if r["id"] == endpoint_id)
         now = time.monotonic()
         workers = [{**worker.summary(), "uptime_s": now - worker.started_at,
-                    "rss": _rss_bytes(worker.process.pid if worker.process else None),
-                    "node": self.node, "current": worker.version == endpoint.version}
+                    # a cluster worker's pid is its node's: its memory is not read here
+                    "rss": _rss_bytes(worker.process.pid if worker.process and
+                                      worker.node is None else None),
+                    "node": worker.node[:8] if worker.node else self.node,
+                    "current": worker.version == endpoint.version}
                    for worker in endpoint.workers.values()]
         versions = Counter(worker.version for worker in endpoint.workers.values())
         docs = row["url"] + "/docs" if endpoint.kind == "deployed" and row["type"] != "QB" \
@@ -563,6 +566,7 @@ class Views:
         info = {"version": __version__, "pid": os.getpid(),
                 "uptime_s": time.time() - self.started, "provider": self.provider,
                 "node": self.node, "gpus": self.supervisor.provider.gpus(),
+                "nodes": self.supervisor.provider.describe().get("nodes", 1),
                 "url": str(request.base_url).rstrip("/")}
         return self._render(request, session, "platform.html", info=info, disk=self._disk[1],
                             nav="platform")

@@ -32,6 +32,7 @@ import sys
 import tarfile
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,8 @@ ENV_SHIP = "FLASH_RAY_SHIP"
 LOG_PULL_S = 0.5
 LOG_CHUNK_BYTES = 1 << 20
 ACTOR_CALL_TIMEOUT_S = 30.0
+NODES_CACHE_S = 2.0
+MAX_SHIPPED = 8  # artifact versions kept in Ray's object store for nodes that lack them
 # A worker Ray cannot place (the cluster is full) gives up after this long.
 PLACEMENT_TIMEOUT_S = float(os.environ.get("FLASH_RAY_PLACEMENT_TIMEOUT", "120"))
 _PLATFORM_SECRETS = frozenset({"FLASH_API_KEY", "FLASH_PLATFORM_TOKEN"})
@@ -234,6 +237,7 @@ class RayProvider:
         self._logs_dir = logs_dir
         self._actor_class = ray.remote(WorkerHost)
         self._shipped: dict[str, Any] = {}  # artifact sha256 -> its archive in Ray's store
+        self._nodes_read: tuple[float, list[dict[str, Any]]] = (-NODES_CACHE_S, [])
 
     @classmethod
     def connect(cls, address: str, logs_dir: Path) -> RayProvider:
@@ -254,7 +258,12 @@ class RayProvider:
     # -- what the cluster has ---------------------------------------------------------------
 
     def _nodes(self) -> list[dict[str, Any]]:
-        return [node for node in self._ray.nodes() if node.get("Alive")]
+        """The cluster's live nodes (asked of Ray at most every NODES_CACHE_S: status pages
+        and placement checks read them often)."""
+        now = time.monotonic()
+        if now - self._nodes_read[0] > NODES_CACHE_S:
+            self._nodes_read = (now, [n for n in self._ray.nodes() if n.get("Alive")])
+        return self._nodes_read[1]
 
     def gpus(self) -> list[str]:
         return [f"{node['NodeID'][:8]}:{index}" for node in self._nodes()
@@ -332,6 +341,8 @@ class RayProvider:
                 for path in sorted(Path(launch.cwd).rglob("*")):
                     tar.add(path, arcname=str(path.relative_to(launch.cwd)), recursive=False)
             ref = self._shipped[launch.artifact or ""] = self._ray.put(buffer.getvalue())
+            while len(self._shipped) > MAX_SHIPPED:  # the oldest versions leave Ray's store
+                del self._shipped[next(iter(self._shipped))]
         return ref
 
     def reclaim(self, pid: int, start: int | None) -> None:
