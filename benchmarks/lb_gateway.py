@@ -27,6 +27,7 @@ FAIL does not change the exit status; a broken setup (no wrk/nginx, non-200 answ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -39,9 +40,10 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from runpod_flash.control import Platform
@@ -324,40 +326,54 @@ def report(rows: dict[tuple[str, int], Sample], firsts: dict[str, float]) -> Non
         print(f"  [{'PASS' if ok else 'FAIL'}] {name}")
 
 
-def run(seconds: float, rounds: int) -> None:
-    """Deploy, start nginx, measure, report; nginx and the platform are stopped whatever happens."""
-    home = tempfile.mkdtemp(prefix="flash-bench-")
+@contextlib.contextmanager
+def deployed(prefix: str = "flash-bench") -> Iterator[tuple[Platform, list[dict[str, Any]]]]:
+    """The two-route project on a fresh platform (its own FLASH_HOME, a free port), both
+    workers warm; the platform is stopped (`flash platform stop`) on the way out, whatever
+    happens. Yields the platform and the deploy results (one endpoint)."""
+    home = tempfile.mkdtemp(prefix=f"{prefix}-")
     os.environ.update({"FLASH_HOME": home, "FLASH_PLATFORM_PORT": "0"})
     from runpod_flash.deploy import deploy_project
 
-    project = Path(tempfile.mkdtemp(prefix="flash-bench-project-"))
+    project = Path(tempfile.mkdtemp(prefix=f"{prefix}-project-"))
     (project / "service.py").write_text(PROJECT)
-    platform, results = deploy_project(project)
-    nginx = None
     try:
-        ports = ready_worker_ports(platform)
-        auth = f"Bearer {platform.token}"
-        gateway_url = f"{platform.url}{results[0]['path']}"
-        if get_status(f"{gateway_url}/hello", {"Authorization": auth}) != 200:
-            raise BenchError(f"the gateway does not answer 200 at {gateway_url}/hello")
-        # Workers answer only requests with their gateway secret (the platform token's
-        # holder may read it): nginx and the direct runs send it too.
-        answer = platform.call("GET", f"/api/v1/endpoints/{results[0]['id']}/gateway-secret")
-        secret = (answer["header"], answer["value"])
-        nginx, nginx_port = start_nginx(Path(tempfile.mkdtemp(prefix="flash-bench-nginx-")),
-                                        ports, {"Authorization": auth}, secret)
-        lines = [f"Authorization: {auth}", f"{secret[0]}: {secret[1]}"]
-        urls = {"nginx": f"http://127.0.0.1:{nginx_port}/hello", "gateway": f"{gateway_url}/hello"}
-        direct = [f"http://127.0.0.1:{port}/hello" for port in ports]
-        rows = benchmark(urls, direct, seconds, rounds, lines)
-        gateway_port = int(platform.url.rsplit(":", 1)[1])
-        firsts = ttfb({"direct": (ports[0], "/stream"), "nginx": (nginx_port, "/stream"),
-                       "gateway": (gateway_port, f"{results[0]['path']}/stream")}, lines)
+        platform, results = deploy_project(project)
+        ready_worker_ports(platform)
+        yield platform, results
     finally:
-        if nginx is not None:
-            stop(nginx)
         subprocess.run([sys.executable, "-m", "runpod_flash.cli", "platform", "stop"],
                        env=dict(os.environ), capture_output=True, timeout=60)
+
+
+def run(seconds: float, rounds: int) -> None:
+    """Deploy, start nginx, measure, report; nginx and the platform are stopped whatever happens."""
+    nginx = None
+    with deployed() as (platform, results):
+        try:
+            ports = ready_worker_ports(platform)
+            auth = f"Bearer {platform.token}"
+            gateway_url = f"{platform.url}{results[0]['path']}"
+            if get_status(f"{gateway_url}/hello", {"Authorization": auth}) != 200:
+                raise BenchError(f"the gateway does not answer 200 at {gateway_url}/hello")
+            # Workers answer only requests with their gateway secret (the platform token's
+            # holder may read it): nginx and the direct runs send it too.
+            answer = platform.call("GET",
+                                   f"/api/v1/endpoints/{results[0]['id']}/gateway-secret")
+            secret = (answer["header"], answer["value"])
+            nginx, nginx_port = start_nginx(Path(tempfile.mkdtemp(prefix="flash-bench-nginx-")),
+                                            ports, {"Authorization": auth}, secret)
+            lines = [f"Authorization: {auth}", f"{secret[0]}: {secret[1]}"]
+            urls = {"nginx": f"http://127.0.0.1:{nginx_port}/hello",
+                    "gateway": f"{gateway_url}/hello"}
+            direct = [f"http://127.0.0.1:{port}/hello" for port in ports]
+            rows = benchmark(urls, direct, seconds, rounds, lines)
+            gateway_port = int(platform.url.rsplit(":", 1)[1])
+            firsts = ttfb({"direct": (ports[0], "/stream"), "nginx": (nginx_port, "/stream"),
+                           "gateway": (gateway_port, f"{results[0]['path']}/stream")}, lines)
+        finally:
+            if nginx is not None:
+                stop(nginx)
     report(rows, firsts)
 
 

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runpod_flash.platform.periodic import Periodic
+
 if TYPE_CHECKING:
     from runpod_flash.platform.supervisor import Supervisor
 
@@ -199,24 +201,14 @@ class LogSweeper:
                  interval_s: float | None = None) -> None:
         self.supervisor = supervisor
         self.retention = retention
-        self.interval_s = sweep_interval_s() if interval_s is None else interval_s
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(self.sweep, sweep_interval_s() if interval_s is None
+                                  else interval_s, "worker log sweep")
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        self._periodic.start()
 
     def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.sweep()
-            except Exception:  # a bug here must not stop log retention for good
-                logger.exception("worker log sweep failed")
+        self._periodic.stop()
 
     async def sweep(self) -> SweepReport:
         """One sweep, off the event loop (a rotation copies a file); what is running is

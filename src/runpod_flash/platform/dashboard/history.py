@@ -12,8 +12,6 @@ interval's. Percentiles are estimated from the histogram buckets, as Prometheus'
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import math
 import os
 import time
@@ -24,9 +22,8 @@ from typing import Any
 
 from runpod_flash.platform.jobs import JobQueue
 from runpod_flash.platform.metrics import Metrics
+from runpod_flash.platform.periodic import Periodic
 from runpod_flash.platform.supervisor import Supervisor
-
-logger = logging.getLogger("runpod_flash.platform")
 
 ENV_SAMPLE_S = "FLASH_DASHBOARD_SAMPLE_S"  # shorter in tests, to see points sooner
 DEFAULT_SAMPLE_S = 10.0
@@ -179,24 +176,14 @@ class Sampler:
         self.interval_s = sample_interval_s() if interval_s is None else interval_s
         self._kept = math.ceil(RECENT_S / self.interval_s) + 1  # snapshots a minute spans
         self._snapshots: dict[str, deque[Snapshot]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(self.sample, self.interval_s, "dashboard sample")
 
     def start(self) -> None:
         self.sample()  # the baseline: the first interval counts from now
-        self._task = asyncio.create_task(self._run())
+        self._periodic.start()
 
     def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                self.sample()
-            except Exception:  # a bug here must not stop the charts for good
-                logger.exception("dashboard sample failed")
+        self._periodic.stop()
 
     def sample(self, now: float | None = None) -> None:
         """Record the interval since the previous call (an endpoint's first call only sets
