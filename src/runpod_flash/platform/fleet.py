@@ -140,6 +140,7 @@ class Fleet:
             process = await self.provider.start(launch)
         except (OSError, PlacementError) as exc:
             endpoint.last_start_failure = f"cannot start worker process: {exc}"
+            self._start_failed(endpoint)
             self._forget(endpoint, worker, "dead")
             return
         worker.process, worker.host, worker.node, worker.gpus = (
@@ -163,16 +164,22 @@ class Fleet:
                 f"worker {worker.id} exited with code {code} before it was ready; "
                 f"last log lines:\n{self.log_tail(worker)}"
             )
-            endpoint.start_failures += 1
-            endpoint.stats["worker_failures"] += 1
-            endpoint.retry_start_at = time.monotonic() + min(
-                MAX_START_BACKOFF_S, 0.5 * 2 ** (endpoint.start_failures - 1)
-            )
+            self._start_failed(endpoint)
         elif worker.state not in ("stopping", "draining"):
             logger.warning("worker %s of %s exited with code %s", worker.id, endpoint.id, code)
         expected = worker.state in ("stopping", "draining")
         await process.stop(grace_s=0)  # what it started dies with it
         self._forget(endpoint, worker, "stopped" if expected else "dead")
+
+    @staticmethod
+    def _start_failed(endpoint: Endpoint) -> None:
+        """One more worker failed to start: starts pause, longer with each failure in a row
+        (meanwhile callers are told why: routing's crash-loop fail-fast)."""
+        endpoint.start_failures += 1
+        endpoint.stats["worker_failures"] += 1
+        endpoint.retry_start_at = time.monotonic() + min(
+            MAX_START_BACKOFF_S, 0.5 * 2 ** (endpoint.start_failures - 1)
+        )
 
     def _forget(self, endpoint: Endpoint, worker: Worker, final_state: str) -> None:
         self.on_worker_exit(worker.id)

@@ -58,7 +58,7 @@ class Router:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise NoWorkerAvailable(
-                    f"no workers available for endpoint '{endpoint.name}' after {wait_s:.0f}s"
+                    f"no workers available for endpoint '{endpoint.name}' after {wait_s:g}s"
                 )
             endpoint.waiting += 1
             try:

@@ -114,6 +114,7 @@ class WorkerHost:
             self._process = subprocess.Popen(
                 [self._python(), "-u", *launch["args"]], env=env, cwd=launch["cwd"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         finally:
             os.close(log)
@@ -166,6 +167,15 @@ class WorkerHost:
     def __del__(self) -> None:  # the actor going away takes its worker with it
         with contextlib.suppress(Exception):
             self.stop(0)
+
+
+def _die_with_parent() -> None:
+    """In the worker process, before it runs: SIGKILL it when its actor dies, even by
+    SIGKILL (the platform killed -9 takes its actors with it, and so their workers)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class RayWorker:
