@@ -343,7 +343,7 @@ def deployed(prefix: str = "flash-bench") -> Iterator[tuple[Platform, list[dict[
         yield platform, results
     finally:
         subprocess.run([sys.executable, "-m", "runpod_flash.cli", "platform", "stop"],
-                       env=dict(os.environ), capture_output=True, timeout=60)
+                       env={**os.environ, "FLASH_HOME": home}, capture_output=True, timeout=60)
 
 
 def run(seconds: float, rounds: int) -> None:

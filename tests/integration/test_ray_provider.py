@@ -25,13 +25,18 @@ from ray.cluster_utils import Cluster  # noqa: E402
 SERVICE = textwrap.dedent("""
     import os
     from runpod_flash import (
-        CpuLiveLoadBalancer, CpuLiveServerless, GpuGroup, LiveServerless, remote)
+        CpuLiveLoadBalancer, CpuLiveServerless, GpuGroup, LiveLoadBalancer, LiveServerless,
+        remote)
 
     api = CpuLiveLoadBalancer(name="ray-api", workersMin=1)
     jobs = CpuLiveServerless(name="ray-jobs", workersMax=2, executionTimeoutMs=180000)
     gpu = LiveServerless(name="ray-gpu", gpuCount=1, workersMin=1)
     a100 = LiveServerless(name="ray-a100", gpus=[GpuGroup.AMPERE_80], workersMin=1)
     ada = LiveServerless(name="ray-ada", gpus=[GpuGroup.ADA_24])
+    # on the GPU node for sure: the node-failure test kills it
+    gpu_api = LiveLoadBalancer(name="ray-gpu-api", gpuCount=1)
+    gpu_jobs = LiveServerless(name="ray-gpu-jobs", gpuCount=1, workersMax=2,
+                              executionTimeoutMs=180000)
 
     @remote(api, method="POST", path="/where")
     async def where(x: int) -> dict:
@@ -43,6 +48,18 @@ SERVICE = textwrap.dedent("""
         import asyncio
         await asyncio.sleep(seconds)
         return os.getpid()
+
+    @remote(gpu_api, method="POST", path="/slow")
+    async def gpu_slow(seconds: float) -> int:
+        import asyncio
+        await asyncio.sleep(seconds)
+        return os.getpid()
+
+    @remote(gpu_jobs)
+    async def gpu_square(x: int, pause: float = 0.0) -> int:
+        import asyncio
+        await asyncio.sleep(pause)
+        return x * x
 
     @remote(jobs)
     async def square(x: int, pause: float = 0.0) -> int:
@@ -64,13 +81,17 @@ SERVICE = textwrap.dedent("""
 """)
 
 
+GPU_NODE: dict[str, Any] = {"num_cpus": 8, "num_gpus": 8,
+                            "resources": {"flash_gpu:AMPERE_80": 8}}
+
+
 class RayHome:
     """A local Ray cluster and a platform (own FLASH_HOME) using it; stopped at the end."""
 
     def __init__(self, root: Path) -> None:
         self.cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
         self.gpu_node = self.cluster.add_node(
-            num_cpus=8, num_gpus=4, resources={"flash_gpu:AMPERE_80": 4})
+            **GPU_NODE)
         self.cpu_node = self.cluster.add_node(num_cpus=8)
         self.cluster.wait_for_nodes()
         self.home = root / "home"
@@ -98,6 +119,11 @@ class RayHome:
 
     def endpoint(self, name: str) -> dict[str, Any]:
         return next(e for e in self.status()["endpoints"] if e["name"] == name)
+
+    def busy_workers(self, name: str) -> list[dict[str, Any]]:
+        """The endpoint's workers with work in flight ([] before it exists)."""
+        return [w for e in self.status()["endpoints"] if e["name"] == name
+                for w in e["workers"] if w["in_flight"] > 0]
 
     def node_id(self, node: Any) -> str:
         return str(node.node_id)
@@ -160,16 +186,23 @@ def test_gpu_pool_no_node_has_fails_fast_naming_the_fix(cluster: RayHome) -> Non
     assert time.monotonic() - started < 60
 
 
-def test_workers_are_named_ray_actors(cluster: RayHome) -> None:
-    worker = cluster.endpoint("ray-api")["workers"][0]
+def test_workers_show_in_ray_by_endpoint_and_worker(cluster: RayHome) -> None:
+    """A CPU worker's reservation (a placement group) and a GPU worker's actor are named
+    `flash:<endpoint>:<worker>`; each node's host is `flash-node:<node>`."""
+    cpu, gpu = cluster.endpoint("ray-api"), cluster.endpoint("ray-gpu")
     names = run_python(textwrap.dedent(f"""
         import json, ray
+        from ray.util import placement_group_table
         ray.init(address={cluster.cluster.address!r}, log_to_driver=False)
-        print(json.dumps([a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]))
+        actors = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
+        groups = [g["name"] for g in placement_group_table().values() if g["state"] == "CREATED"]
+        print(json.dumps([actors, groups]))
     """), timeout=120)
     assert names.returncode == 0, names.stderr[-2000:]
-    endpoint_id = cluster.endpoint("ray-api")["id"]
-    assert f"flash:{endpoint_id}:{worker['id']}" in json.loads(names.stdout.splitlines()[-1])
+    actors, groups = json.loads(names.stdout.splitlines()[-1])
+    assert f"flash:{cpu['id']}:{cpu['workers'][0]['id']}" in groups
+    assert f"flash:{gpu['id']}:{gpu['workers'][0]['id']}" in actors
+    assert f"flash-node:{cpu['workers'][0]['node'][:12]}" in actors
 
 
 def test_worker_logs_reach_the_platform(cluster: RayHome) -> None:
@@ -207,33 +240,32 @@ def _in_thread(cluster: RayHome, code: str) -> tuple[threading.Thread, list[Any]
 
 
 def test_node_killed_under_load_loses_no_job_and_fails_lb_fast(cluster: RayHome) -> None:
+    """The GPU node dies with a queue endpoint's jobs and a load-balanced request in flight
+    on it; a new GPU node joins; every job completes once, the request fails fast."""
+    victim = cluster.gpu_node
     jobs, jobs_out = _in_thread(cluster, """
         async def main():
-            return await asyncio.gather(*(svc.square(i, 0.3) for i in range(16)))
+            return await asyncio.gather(*(svc.gpu_square(i, 0.3) for i in range(16)))
         print(json.dumps(asyncio.run(main())))
     """)
-    busy = wait_for(lambda: [w for w in cluster.endpoint("ray-jobs")["workers"]
-                             if w["state"] == "ready" and w["in_flight"] > 0], timeout=120)
-    victim_id = busy[0]["node"]
-    victim = next(n for n in (cluster.gpu_node, cluster.cpu_node)
-                  if cluster.node_id(n) == victim_id)
-    # An LB request in flight (through @remote) on the node about to die.
-    lb_on_victim = any(w["node"] == victim_id for w in cluster.endpoint("ray-api")["workers"])
-    if lb_on_victim:
-        lb, lb_out = _in_thread(cluster, """
-            try:
-                print(json.dumps(["returned", asyncio.run(svc.slow(30))]))
-            except Exception as exc:
-                print(json.dumps(["raised", type(exc).__name__, str(exc)]))
-        """)
-        wait_for(lambda: any(w["in_flight"] > 0 for w in cluster.endpoint("ray-api")["workers"]),
-                 timeout=60)
+    lb, lb_out = _in_thread(cluster, """
+        try:
+            print(json.dumps(["returned", asyncio.run(svc.gpu_slow(60))]))
+        except Exception as exc:
+            print(json.dumps(["raised", type(exc).__name__, str(exc)]))
+    """)
+    wait_for(lambda: cluster.busy_workers("ray-gpu-jobs") and cluster.busy_workers("ray-gpu-api"),
+             timeout=120)
+    assert {w["node"] for name in ("ray-gpu-jobs", "ray-gpu-api")
+            for w in cluster.endpoint(name)["workers"]} == {cluster.node_id(victim)}
+    killed_at = time.monotonic()
     cluster.cluster.remove_node(victim, allow_graceful=False)
+    lb.join(timeout=120)
+    (answer, _), = lb_out
+    assert answer[0] == "raised", answer
+    assert time.monotonic() - killed_at < 30, answer  # failed fast, never waited out the 60 s
+    cluster.gpu_node = cluster.cluster.add_node(**GPU_NODE)  # where replacements can go
     jobs.join(timeout=300)
     assert jobs_out and jobs_out[0][0] == [i * i for i in range(16)]  # every job, once
-    assert victim_id not in {w["node"] for w in cluster.endpoint("ray-jobs")["workers"]}
-    if lb_on_victim:
-        lb.join(timeout=120)
-        (answer, seconds), = lb_out
-        assert answer[0] == "raised", answer
-        assert seconds < 30, answer  # failed fast: it never waited out the handler
+    nodes = {w["node"] for w in cluster.endpoint("ray-gpu-jobs")["workers"]} - {None}
+    assert nodes == {cluster.node_id(cluster.gpu_node)}  # (None: one still being placed)

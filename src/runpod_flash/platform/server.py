@@ -130,7 +130,9 @@ async def serve() -> None:
         )
     )
 
-    def request_shutdown() -> None:
+    def request_shutdown(why: str = "asked to by the control API") -> None:
+        if not server.should_exit:
+            logger.warning("platform stopping: %s", why)
         server.should_exit = True
 
     api_key = os.environ.get("FLASH_API_KEY") or None
@@ -140,7 +142,7 @@ async def serve() -> None:
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, request_shutdown)
+        loop.add_signal_handler(sig, request_shutdown, f"received {sig.name}")
     server.config.app = app
     server.config.http = GatewayProtocol.for_gateway(app.gateway, app.front_door, limits)
     supervisor.start()

@@ -260,6 +260,12 @@ class LocalProvider:
             os.close(log)
         return LocalProcess(process)
 
+    async def warm(self, python: str) -> None:
+        """Start `python`'s zygote now, so the first worker forks too."""
+        if python not in self._zygotes and python not in self._warming:
+            self._warming.add(python)
+            await self._warm_zygote(python)
+
     async def _warm_zygote(self, python: str) -> None:
         try:
             zygote = await Zygote.start(python, self._logs_dir / "zygote.log")

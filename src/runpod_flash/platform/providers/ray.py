@@ -1,11 +1,14 @@
-"""Workers on a Ray cluster: each worker is a Ray actor that runs the worker process on the
-node Ray placed it on (`pip install 'openflash[ray]'` on every node).
+"""Workers on a Ray cluster (`pip install 'openflash[ray]'` on every node): the platform
+stays where it runs; Ray places the workers across the cluster's nodes.
 
 Placement is Ray's: `gpuCount` asks for `num_gpus`, GPU pools for an accelerator resource
-(`accelerator_type:A100`, or a node's own `flash_gpu:<POOL>` resource), CPU sizes for
-`num_cpus` and memory. The actor (named `flash:<endpoint>:<worker>`, so `ray status` and
-Ray's dashboard show whose it is) starts the process with the worker's environment; the
-process binds to its node's address and talks to the platform over HTTP with its own token,
+(`accelerator_type:A100`, or a node's own `flash_gpu:<POOL>` resource), CPU sizes for CPUs
+and memory. A CPU worker's CPUs and memory are reserved by a placement group of its own, and
+it is forked on the node Ray chose by that node's `NodeHost` (`providers.ray_hosts`), from a
+pre-imported zygote as on one machine; a GPU worker gets an actor of its own (`WorkerHost`)
+holding its GPUs. Both are named after the endpoint and the worker
+(`flash:<endpoint>:<worker>`), so `ray status` and Ray's dashboard show whose they are. The
+worker binds to its node's address and talks to the platform over HTTP with its own token,
 exactly as a local worker does.
 
 The deployed artifact and the dependency environment reach the node this way: a path that
@@ -23,27 +26,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import logging
 import os
-import signal
-import subprocess
-import sys
 import tarfile
-import tempfile
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from runpod_flash.config import ENV_WORKER_HOST
 from runpod_flash.platform.providers.base import PlacementError, Resources, WorkerLaunch
+from runpod_flash.platform.providers.ray_hosts import (
+    LOG_CHUNK_BYTES,
+    NodeHost,
+    WorkerHost,
+    ray_module,
+)
 
 logger = logging.getLogger("runpod_flash.platform")
 
-ENV_SHIP = "FLASH_RAY_SHIP"
 LOG_PULL_S = 0.5
-LOG_CHUNK_BYTES = 1 << 20
 ACTOR_CALL_TIMEOUT_S = 30.0
 NODES_CACHE_S = 2.0
 MAX_SHIPPED = 8  # artifact versions kept in Ray's object store for nodes that lack them
@@ -52,146 +55,24 @@ PLACEMENT_TIMEOUT_S = float(os.environ.get("FLASH_RAY_PLACEMENT_TIMEOUT", "120")
 _PLATFORM_SECRETS = frozenset({"FLASH_API_KEY", "FLASH_PLATFORM_TOKEN"})
 
 
-def _ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        from runpod_flash.platform.providers import ProviderUnavailable
-
-        raise ProviderUnavailable(
-            "the Ray provider needs Ray: pip install 'openflash[ray]' (on every node)"
-        ) from None
-    return ray
-
-
-class WorkerHost:
-    """Lives on a Ray node as an actor: one worker process, its log, and its stop."""
-
-    def __init__(self, launch: dict[str, Any]) -> None:
-        ray = _ray()
-        self._launch = launch
-        self._node_id = ray.get_runtime_context().get_node_id()
-        self._host = ray.util.get_node_ip_address()
-        self._gpus = [str(g) for g in ray.get_gpu_ids()]
-        self._cache = Path(tempfile.gettempdir()) / f"openflash-ray-{os.getuid()}"
-        self._cache.mkdir(mode=0o700, exist_ok=True)
-        self._log = self._cache / "logs" / f"{launch['worker_id']}.log"
-        self._log.parent.mkdir(mode=0o700, exist_ok=True)
-        self._process: subprocess.Popen[bytes] | None = None
-        self._started = threading.Event()
-
-    def needs(self) -> dict[str, bool]:
-        """What must reach this node before the worker can start."""
-        ship = os.environ.get(ENV_SHIP) == "always" or self._launch.get("ship") == "always"
-        app = self._launch.get("artifact")
-        return {"app": bool(app) and (ship or not os.path.isdir(self._launch["cwd"]))}
-
-    def install_app(self, sha256: str, archive: bytes) -> None:
-        """Unpack a shipped artifact into this node's cache (checked like an upload)."""
-        from runpod_flash.build.artifact import extract_artifact
-        from runpod_flash.config import max_unpacked_bytes
-
-        target = self._cache / "apps" / sha256
-        if not (target / "flash_manifest.json").exists():
-            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".tar.gz") as tmp:
-                tmp.write(archive)
-                tmp.flush()
-                extract_artifact(Path(tmp.name), target, max_unpacked_bytes())
-        self._launch["cwd"] = str(target)
-        self._launch["env"]["FLASH_APP_DIR"] = str(target)
-
-    def start(self) -> dict[str, Any]:
-        """Start the worker process; where it runs and what it got."""
-        launch = self._launch
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("RAY_") and k not in _PLATFORM_SECRETS}
-        env.update(launch["env"])
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(self._gpus)
-        env[ENV_WORKER_HOST] = self._host
-        log = os.open(self._log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            self._process = subprocess.Popen(
-                [self._python(), "-u", *launch["args"]], env=env, cwd=launch["cwd"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-        finally:
-            os.close(log)
-        self._started.set()
-        return {"pid": self._process.pid, "host": self._host, "node": self._node_id,
-                "gpus": self._gpus}
-
-    def _python(self) -> str:
-        """The endpoint's interpreter: its path if this node has it, else built here."""
-        python = self._launch["python"]
-        if os.path.exists(python):
-            return python
-        if not self._launch.get("dependencies"):
-            return sys.executable
-        from runpod_flash.platform.environments import ensure_environment
-
-        with open(self._log, "a") as progress:
-            return asyncio.run(ensure_environment(
-                "python3", list(self._launch["dependencies"]), [], self._cache / "envs",
-                lambda line: print(line, file=progress, flush=True),
-            ))
-
-    def wait(self) -> int:
-        """Block until the worker exits; its exit code."""
-        self._started.wait()
-        assert self._process is not None
-        return self._process.wait()
-
-    def stop(self, grace_s: float) -> None:
-        """SIGTERM (in-flight work finishes), SIGKILL to its group after `grace_s`."""
-        process = self._process
-        if process is None:
-            return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(grace_s)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-
-    def read_log(self, offset: int) -> bytes:
-        try:
-            with open(self._log, "rb") as handle:
-                handle.seek(offset)
-                return handle.read(LOG_CHUNK_BYTES)
-        except OSError:
-            return b""
-
-    def __del__(self) -> None:  # the actor going away takes its worker with it
-        with contextlib.suppress(Exception):
-            self.stop(0)
-
-
-def _die_with_parent() -> None:
-    """In the worker process, before it runs: SIGKILL it when its actor dies, even by
-    SIGKILL (the platform killed -9 takes its actors with it, and so their workers)."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 class RayWorker:
-    """The platform's handle on one worker actor (the `WorkerProcess` interface)."""
+    """The platform's handle on one worker on a node (the `WorkerProcess` interface)."""
 
     start: int | None = None
 
-    def __init__(self, ray: Any, actor: Any, placed: dict[str, Any], log_path: Path) -> None:
-        self._ray = ray
-        self._actor = actor
+    def __init__(self, host_actor: Any, worker_id: str, placed: dict[str, Any],
+                 log_path: Path, release: Callable[[], None],
+                 lost: Callable[[], None]) -> None:
+        self._actor = host_actor
+        self._worker_id = worker_id
         self.pid: int | None = placed["pid"]
         self.host: str = placed["host"]
         self.node: str | None = placed["node"]
         self.gpus: list[str] = placed["gpus"]
         self._log_path = log_path
         self._log_offset = 0
+        self._release = release  # its reservation (placement group or actor) goes with it
+        self._lost = lost  # its host is gone: the next worker on that node needs a new one
         self.exited: asyncio.Future[int] = asyncio.ensure_future(self._watch())
 
     @property
@@ -199,8 +80,8 @@ class RayWorker:
         return self.exited.result() if self.exited.done() else None
 
     async def _watch(self) -> int:
-        """The exit code; -1 when the actor or its node died (the process went with it)."""
-        waiting = asyncio.ensure_future(self._actor.wait.remote())
+        """The exit code; -1 when its host or node died (the process went with it)."""
+        waiting = asyncio.ensure_future(self._actor.wait.remote(self._worker_id))
         while not waiting.done():
             await asyncio.wait({waiting}, timeout=LOG_PULL_S)
             await self._pull_log()
@@ -209,13 +90,17 @@ class RayWorker:
             return int(waiting.result())
         except Exception as exc:  # RayActorError, node death: the worker is gone
             logger.warning("Ray worker on node %s is gone: %s", self.node, type(exc).__name__)
+            self._lost()
             return -1
+        finally:
+            with contextlib.suppress(Exception):
+                self._release()
 
     async def _pull_log(self) -> None:
         """Copy what the worker wrote on its node into the platform's log file."""
         try:
             while True:
-                chunk = await self._actor.read_log.remote(self._log_offset)
+                chunk = await self._actor.read_log.remote(self._worker_id, self._log_offset)
                 if not chunk:
                     return
                 self._log_offset += len(chunk)
@@ -225,18 +110,18 @@ class RayWorker:
                     handle.write(chunk)
                 if len(chunk) < LOG_CHUNK_BYTES:
                     return
-        except Exception as exc:  # the actor is gone (its exit says so) or the disk is full
+        except Exception as exc:  # the host is gone (its exit says so) or the disk is full
             logger.debug("could not copy the log of a Ray worker: %s", exc)
 
     async def stop(self, grace_s: float) -> None:
         if not self.exited.done():
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._actor.stop.remote(grace_s),
+                await asyncio.wait_for(self._actor.stop.remote(self._worker_id, grace_s),
                                        grace_s + ACTOR_CALL_TIMEOUT_S)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.exited), ACTOR_CALL_TIMEOUT_S)
         with contextlib.suppress(Exception):
-            self._ray.kill(self._actor, no_restart=True)
+            self._release()
 
 
 class RayProvider:
@@ -245,14 +130,16 @@ class RayProvider:
     def __init__(self, ray: Any, logs_dir: Path) -> None:
         self._ray = ray
         self._logs_dir = logs_dir
-        self._actor_class = ray.remote(WorkerHost)
+        self._worker_host = ray.remote(WorkerHost)
+        self._node_host = ray.remote(NodeHost)
+        self._node_hosts: dict[str, Any] = {}  # node id -> its NodeHost (created on use)
         self._shipped: dict[str, Any] = {}  # artifact sha256 -> its archive in Ray's store
         self._nodes_read: tuple[float, list[dict[str, Any]]] = (-NODES_CACHE_S, [])
 
     @classmethod
     def connect(cls, address: str, logs_dir: Path) -> RayProvider:
         """Join the cluster at `address` (`auto`, `HOST:PORT` or `ray://...`)."""
-        ray = _ray()
+        ray = ray_module()
         try:
             ray.init(address=address, namespace="openflash", log_to_driver=False,
                      configure_logging=False, ignore_reinit_error=True)
@@ -319,28 +206,69 @@ class RayProvider:
 
     async def start(self, launch: WorkerLaunch) -> RayWorker:
         options = self._options(launch.resources, launch.endpoint_id)
-        actor = self._actor_class.options(
-            name=f"flash:{launch.endpoint_id}:{launch.worker_id}", max_concurrency=4,
-            max_restarts=0, **options,
-        ).remote({
-            "worker_id": launch.worker_id, "python": launch.python, "cwd": launch.cwd,
-            "args": list(launch.args), "env": {**_platform_settings(), **launch.env},
+        name = f"flash:{launch.endpoint_id}:{launch.worker_id}"
+        spec = {
+            "worker_id": launch.worker_id, "endpoint_id": launch.endpoint_id,
+            "python": launch.python, "cwd": launch.cwd, "args": list(launch.args),
+            "env": {**_platform_settings(), **launch.env},
             "dependencies": list(launch.dependencies), "artifact": launch.artifact,
-        })
+        }
+        if launch.resources.gpus:
+            actor = self._worker_host.options(name=name, max_concurrency=4, max_restarts=0,
+                                              **options).remote()
+            release = functools.partial(self._ray.kill, actor, no_restart=True)
+            lost: Callable[[], None] = _nothing
+        else:
+            node_id, release = await self._reserve(name, options)
+            actor = self._host_on(node_id)
+            lost = functools.partial(self._node_hosts.pop, node_id, None)
         try:
-            try:
-                needs = await asyncio.wait_for(actor.needs.remote(), PLACEMENT_TIMEOUT_S)
-            except asyncio.TimeoutError:
-                raise OSError(f"no node of the Ray cluster had room for it within "
-                              f"{PLACEMENT_TIMEOUT_S:.0f}s ({options}); add nodes or lower "
-                              "workersMax") from None
+            needs = await _placed_within(actor.needs.remote(spec), options)
             if needs["app"] and launch.artifact:
                 await actor.install_app.remote(launch.artifact, self._archive(launch))
-            placed = await actor.start.remote()
+            placed = await actor.start.remote(spec)
         except Exception as exc:
-            self._ray.kill(actor, no_restart=True)
-            raise OSError(f"the Ray actor of worker {launch.worker_id} failed: {exc}") from None
-        return RayWorker(self._ray, actor, placed, launch.log_path)
+            release()
+            if isinstance(exc, OSError):
+                raise
+            raise OSError(f"the Ray host of worker {launch.worker_id} failed: {exc}") from None
+        return RayWorker(actor, launch.worker_id, placed, launch.log_path, release, lost)
+
+    async def _reserve(self, name: str, options: dict[str, Any]
+                       ) -> tuple[str, Callable[[], None]]:
+        """A CPU worker's CPUs and memory, reserved by a placement group of its own: the node
+        Ray chose, and how to release the reservation."""
+        from ray.util.placement_group import (
+            placement_group,
+            placement_group_table,
+            remove_placement_group,
+        )
+
+        bundle = {"CPU": float(options["num_cpus"])}
+        if options.get("memory"):
+            bundle["memory"] = float(options["memory"])
+        group = placement_group([bundle], strategy="STRICT_PACK", name=name)
+        try:
+            await _placed_within(group.ready(), options)
+            node_id = placement_group_table(group)["bundles_to_node_id"][0]
+        except BaseException:
+            remove_placement_group(group)
+            raise
+        return node_id, functools.partial(remove_placement_group, group)
+
+    def _host_on(self, node_id: str) -> Any:
+        """The node's NodeHost (no CPUs of its own), started on first use, kept warm."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        host = self._node_hosts.get(node_id)
+        if host is None:
+            host = self._node_hosts[node_id] = self._node_host.options(
+                name=f"flash-node:{node_id[:12]}", num_cpus=0, max_concurrency=1000,
+                max_restarts=0, get_if_exists=True,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+            ).remote()
+            host.warm.remote()
+        return host
 
     def _archive(self, launch: WorkerLaunch) -> Any:
         """The artifact as a tar.gz in Ray's object store, made once per version."""
@@ -361,6 +289,20 @@ class RayProvider:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._ray.shutdown()
+
+
+def _nothing() -> None:
+    """A GPU worker's actor is its own: nothing else to forget when it dies."""
+
+
+async def _placed_within(ref: Any, options: dict[str, Any]) -> Any:
+    """Await what Ray answers once a reservation is placed; a full cluster gives up."""
+    try:
+        return await asyncio.wait_for(ref, PLACEMENT_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        raise OSError(f"no node of the Ray cluster had room for it within "
+                      f"{PLACEMENT_TIMEOUT_S:.0f}s ({options}); add nodes or lower "
+                      "workersMax") from None
 
 
 def _platform_settings() -> dict[str, str]:
