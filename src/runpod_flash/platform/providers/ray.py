@@ -30,6 +30,7 @@ import functools
 import io
 import logging
 import os
+import socket
 import tarfile
 import time
 from collections.abc import Callable
@@ -49,6 +50,7 @@ logger = logging.getLogger("runpod_flash.platform")
 LOG_PULL_S = 0.5
 ACTOR_CALL_TIMEOUT_S = 30.0
 NODES_CACHE_S = 2.0
+REACH_TIMEOUT_S = 3.0
 MAX_SHIPPED = 8  # artifact versions kept in Ray's object store for nodes that lack them
 # A worker Ray cannot place (the cluster is full) gives up after this long.
 PLACEMENT_TIMEOUT_S = float(os.environ.get("FLASH_RAY_PLACEMENT_TIMEOUT", "120"))
@@ -140,6 +142,7 @@ class RayProvider:
     def connect(cls, address: str, logs_dir: Path) -> RayProvider:
         """Join the cluster at `address` (`auto`, `HOST:PORT` or `ray://...`)."""
         ray = ray_module()
+        _check_reachable(address)
         try:
             ray.init(address=address, namespace="openflash", log_to_driver=False,
                      configure_logging=False, ignore_reinit_error=True)
@@ -289,6 +292,23 @@ class RayProvider:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT that does not answer fails in seconds, naming it (Ray itself would retry
+    for a minute, and the platform would seem to hang while starting)."""
+    if address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=REACH_TIMEOUT_S).close()
+    except (OSError, ValueError) as exc:
+        from runpod_flash.platform.providers import ProviderUnavailable
+
+        raise ProviderUnavailable(
+            f"cannot reach the Ray cluster at {address!r} ({exc}); check --ray-address "
+            "(the head's GCS address, `ray start --head` prints it) and that its port is open"
+        ) from None
 
 
 def _nothing() -> None:
