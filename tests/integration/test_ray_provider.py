@@ -5,7 +5,9 @@ Workers are Ray actors; the platform, its gateway and queue run here as usual.""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import textwrap
 import threading
 import time
@@ -17,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from helpers import flash, platform_in, run_python, stop_platform, wait_for
+from helpers import flash, pid_alive, platform_in, run_python, stop_platform, wait_for
 
 ray = pytest.importorskip("ray", reason="the Ray provider's tests need `pip install ray`")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -269,3 +271,14 @@ def test_node_killed_under_load_loses_no_job_and_fails_lb_fast(cluster: RayHome)
     assert jobs_out and jobs_out[0][0] == [i * i for i in range(16)]  # every job, once
     nodes = {w["node"] for w in cluster.endpoint("ray-gpu-jobs")["workers"]} - {None}
     assert nodes == {cluster.node_id(cluster.gpu_node)}  # (None: one still being placed)
+
+
+def test_platform_killed_takes_its_ray_workers_with_it(cluster: RayHome) -> None:
+    """The platform is the owner of its Ray reservations and hosts: killed with SIGKILL, its
+    workers on every node go too (nothing keeps serving, or holding GPUs, unowned)."""
+    cluster.run("print(json.dumps(asyncio.run(svc.where(1))))")  # a CPU worker, forked
+    status = cluster.status()
+    pids = [w["pid"] for e in status["endpoints"] for w in e["workers"] if w["pid"]]
+    assert pids and {"ray-api", "ray-gpu-jobs"} <= {e["name"] for e in status["endpoints"]}
+    os.kill(status["pid"], signal.SIGKILL)
+    wait_for(lambda: not any(pid_alive(pid) for pid in pids), timeout=60)
