@@ -235,3 +235,16 @@ async def test_remove_live_endpoints_removes_only_live_ones(store: Store) -> Non
         assert deployed_worker.state == "ready" and not placed(provider, deployed_worker).stops
         assert await sup.remove_live_endpoints() == []
 
+
+
+@pytest.mark.asyncio
+async def test_undeploying_forgets_the_endpoints_kept_versions(store: Store) -> None:
+    provider = FakeProvider()
+    async with platform(store, provider) as sup:
+        make_endpoint(sup.fleet, "api")
+        make_endpoint(sup.fleet, "other")
+        for endpoint_id in ("api", "other"):
+            store.record_version({"endpoint_id": endpoint_id, "version": "v1", "spec": {},
+                                  "artifact": None, "deployed_at": 0.0, "how": "deploy"}, 5)
+        assert await sup.remove_endpoint("api")
+        assert store.versions("api") == [] and len(store.versions("other")) == 1

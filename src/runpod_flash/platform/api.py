@@ -4,10 +4,12 @@ token-protected)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -42,6 +44,15 @@ def _count(text: str) -> int:
     if not text.isascii() or not text.isdigit():
         raise ValueError(f"tail={text[:20]!r} is not a number of lines")
     return int(text)
+
+
+def _modified(paths: Iterable[Path]) -> list[tuple[float, Path]]:
+    """(mtime, path) of the files that still exist: log retention may prune any of them."""
+    found = []
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            found.append((path.stat().st_mtime, path))
+    return found
 
 
 def _log_cursor(text: str) -> dict[str, int]:
@@ -236,7 +247,7 @@ def build_routes(
         except ValueError as exc:
             return _error(400, f"{exc}; pass the cursor of a previous answer and a tail of "
                                "0 or more lines")
-        files = sorted(folder.glob("*.log"), key=lambda path: path.stat().st_mtime)
+        files = [path for _, path in sorted(_modified(folder.glob("*.log")))]
         worker = request.query_params.get("worker")
         if worker:
             known = [path.stem for path in files]
@@ -247,11 +258,14 @@ def build_routes(
         chunks, cursor = [], {}
         for path in files:
             start = offsets.get(path.name, 0)
-            with open(path, "rb") as handle:
-                if handle.seek(0, 2) < start:  # truncated by log rotation: from the top
-                    start = 0
-                handle.seek(start)
-                data = handle.read()
+            try:
+                with open(path, "rb") as handle:
+                    if handle.seek(0, 2) < start:  # truncated by log rotation: from the top
+                        start = 0
+                    handle.seek(start)
+                    data = handle.read()
+            except FileNotFoundError:  # pruned (log retention) since it was listed
+                continue
             cursor[path.name] = start + len(data)
             lines = data.decode(errors="replace").splitlines()
             chunks.extend(f"[{path.stem}] {line}" for line in lines)

@@ -130,6 +130,7 @@ class Supervisor:
             if endpoint is None:
                 return False
             self.store.delete_endpoint(endpoint_id)
+            self.store.forget_versions(endpoint_id)  # nothing is left to roll back
             await self.fleet.drain_all(endpoint)
         self.fleet.forget_endpoint(endpoint_id)
         return True
