@@ -109,3 +109,28 @@ def flash(*args: str, env: dict[str, str] | None = None, cwd: Any = None,
         [sys.executable, "-m", "runpod_flash.cli", *args], capture_output=True, text=True,
         timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})}, input=input,
     )
+
+
+class ProjectHome:
+    """A private FLASH_HOME (its platform is the test's to stop) and a project folder whose
+    `svc.py` holds `service`; `env` adds platform settings."""
+
+    def __init__(self, root: Path, service: str, **env: str) -> None:
+        self.path = root / "home"
+        self.project = root / "project"
+        self.project.mkdir()
+        (self.project / "svc.py").write_text(service)
+        self.env = {"FLASH_HOME": str(self.path), "FLASH_PLATFORM_PORT": "0", **env}
+
+    def run(self, code: str, timeout: float = 180, **env: str) -> Any:
+        """Run `code` (with asyncio, json and `svc` imported) in a fresh interpreter; its
+        last line of output, parsed as JSON."""
+        import textwrap
+
+        script = "import asyncio, json, svc\n" + textwrap.dedent(code)
+        result = run_python(script, env={**self.env, **env}, cwd=self.project, timeout=timeout)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    def status(self) -> dict[str, Any]:
+        return platform_status(self.path)

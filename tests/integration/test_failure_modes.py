@@ -4,17 +4,22 @@ crashes, busy workers, permissions, keys, queue caps and oversized arguments."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from helpers import flash, pid_alive, platform_in, run_python, stop_platform, wait_for
+from helpers import (
+    ProjectHome,
+    flash,
+    pid_alive,
+    platform_in,
+    stop_platform,
+    wait_for,
+)
 
 SERVICE = textwrap.dedent("""
     import asyncio, os, signal, time
@@ -51,23 +56,11 @@ SERVICE = textwrap.dedent("""
 """)
 
 
-class Home:
+class Home(ProjectHome):
     """A private FLASH_HOME with its own platform (stopped at the end) and the service."""
 
     def __init__(self, root: Path) -> None:
-        self.path = root / "home"
-        self.project = root / "project"
-        self.project.mkdir()
-        (self.project / "svc.py").write_text(SERVICE)
-        self.env = {"FLASH_HOME": str(self.path), "FLASH_PLATFORM_PORT": "0"}
-
-    def run(self, code: str, timeout: float = 120, **env: str) -> Any:
-        """Run `code` (with `svc` imported) in a fresh interpreter; its last line of output,
-        parsed as JSON."""
-        script = "import asyncio, json, svc\n" + textwrap.dedent(code)
-        result = run_python(script, env={**self.env, **env}, cwd=self.project, timeout=timeout)
-        assert result.returncode == 0, result.stderr[-3000:]
-        return json.loads(result.stdout.strip().splitlines()[-1])
+        super().__init__(root, SERVICE)
 
     def platform_pid(self) -> int:
         platform = platform_in(self.path)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from helpers import flash, pid_alive, platform_in, run_python, stop_platform, wait_for
+from helpers import ProjectHome, flash, pid_alive, stop_platform, wait_for
 
 SERVICE = textwrap.dedent("""
     import os
@@ -34,25 +34,15 @@ SERVICE = textwrap.dedent("""
 """)
 
 
-class Home:
+class Home(ProjectHome):
     def __init__(self, root: Path) -> None:
-        self.path = root / "home"
-        self.project = root / "project"
-        self.project.mkdir()
-        (self.project / "svc.py").write_text(SERVICE)
-        self.env = {"FLASH_HOME": str(self.path), "FLASH_PLATFORM_PORT": "0"}
+        super().__init__(root, SERVICE)
 
     def call(self, function: str) -> int:
-        code = f"import asyncio, svc\nprint(asyncio.run(svc.{function}()))"
-        result = run_python(code, env=self.env, cwd=self.project)
-        assert result.returncode == 0, result.stderr[-3000:]
-        return int(result.stdout.split()[-1])
+        return int(self.run(f"print(asyncio.run(svc.{function}()))"))
 
     def live(self) -> dict[str, dict[str, Any]]:
-        platform = platform_in(self.path)
-        assert platform is not None
-        endpoints = platform.call("GET", "/api/v1/status")["endpoints"]
-        return {e["name"]: e for e in endpoints if e["kind"] == "live"}
+        return {e["name"]: e for e in self.status()["endpoints"] if e["kind"] == "live"}
 
 
 @pytest.fixture

@@ -4,15 +4,13 @@ FLASH_LOG_KEEP_FILES worker logs, its running worker's among them."""
 
 from __future__ import annotations
 
-import json
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from helpers import run_python, stop_platform
+from helpers import ProjectHome, stop_platform
 
 LIMIT_BYTES = int(0.01 * 1024 * 1024)
 KEEP = 2
@@ -70,37 +68,20 @@ SERVICE = textwrap.dedent("""
 """)
 
 
-class Home:
-    """A private FLASH_HOME whose platform runs with tiny log limits (stopped at the end)."""
-
-    def __init__(self, root: Path) -> None:
-        self.path = root / "home"
-        self.project = root / "project"
-        self.project.mkdir()
-        (self.project / "svc.py").write_text(SERVICE)
-        self.env = {"FLASH_HOME": str(self.path), "FLASH_PLATFORM_PORT": "0",
-                    "FLASH_LOG_MAX_MB": "0.01", "FLASH_LOG_BACKUPS": "1",
-                    "FLASH_LOG_KEEP_FILES": str(KEEP), "FLASH_LOG_SWEEP_S": "0.2"}
-
-    def run(self, code: str) -> Any:
-        """Run `code` (with `svc` imported) in a fresh interpreter; its last line of output,
-        parsed as JSON."""
-        script = "import json, svc\n" + textwrap.dedent(code)
-        result = run_python(script, env=self.env, cwd=self.project, timeout=180)
-        assert result.returncode == 0, result.stderr[-3000:]
-        return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 @pytest.fixture
-def home(tmp_path: Path) -> Iterator[Home]:
-    made = Home(tmp_path)
+def home(tmp_path: Path) -> Iterator[ProjectHome]:
+    """A private FLASH_HOME whose platform runs with tiny log limits (stopped at the end)."""
+    made = ProjectHome(tmp_path, SERVICE, FLASH_LOG_MAX_MB="0.01", FLASH_LOG_BACKUPS="1",
+                       FLASH_LOG_KEEP_FILES=str(KEEP), FLASH_LOG_SWEEP_S="0.2")
     try:
         yield made
     finally:
         stop_platform(made.path)
 
 
-def test_a_chatty_workers_log_is_rotated_and_an_endpoint_keeps_few_logs(home: Home) -> None:
+def test_a_chatty_workers_log_is_rotated_and_an_endpoint_keeps_few_logs(
+    home: ProjectHome,
+) -> None:
     first_log, _ = home.run('print(json.dumps(svc.chat(300, "after-rotation")))')
     log = Path(first_log)
     assert log.parent.parent == home.path / "logs"

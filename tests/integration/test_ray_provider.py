@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from helpers import flash, pid_alive, platform_in, run_python, stop_platform, wait_for
+from helpers import ProjectHome, flash, pid_alive, run_python, stop_platform, wait_for
 
 ray = pytest.importorskip("ray", reason="the Ray provider's tests need `pip install ray`")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -87,37 +87,21 @@ GPU_NODE: dict[str, Any] = {"num_cpus": 8, "num_gpus": 8,
                             "resources": {"flash_gpu:AMPERE_80": 8}}
 
 
-class RayHome:
+class RayHome(ProjectHome):
     """A local Ray cluster and a platform (own FLASH_HOME) using it; stopped at the end."""
 
     def __init__(self, root: Path) -> None:
         self.cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-        self.gpu_node = self.cluster.add_node(
-            **GPU_NODE)
+        self.gpu_node = self.cluster.add_node(**GPU_NODE)
         self.cpu_node = self.cluster.add_node(num_cpus=8)
         self.cluster.wait_for_nodes()
-        self.home = root / "home"
-        self.project = root / "project"
-        self.project.mkdir()
-        (self.project / "svc.py").write_text(SERVICE)
-        self.env = {"FLASH_HOME": str(self.home), "FLASH_PLATFORM_PORT": "0",
-                    "FLASH_RAY_ADDRESS": self.cluster.address, "FLASH_PROVIDER": "ray"}
+        super().__init__(root, SERVICE, FLASH_RAY_ADDRESS=self.cluster.address,
+                         FLASH_PROVIDER="ray")
 
     def start_platform(self) -> None:
         result = flash("platform", "start", "--provider", "ray", "--ray-address",
                        self.cluster.address, env=self.env, timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
-
-    def run(self, code: str, timeout: float = 180) -> Any:
-        script = "import asyncio, json, svc\n" + textwrap.dedent(code)
-        result = run_python(script, env=self.env, cwd=self.project, timeout=timeout)
-        assert result.returncode == 0, result.stderr[-3000:]
-        return json.loads(result.stdout.strip().splitlines()[-1])
-
-    def status(self) -> dict[str, Any]:
-        platform = platform_in(self.home)
-        assert platform is not None
-        return platform.call("GET", "/api/v1/status")
 
     def endpoint(self, name: str) -> dict[str, Any]:
         return next(e for e in self.status()["endpoints"] if e["name"] == name)
@@ -131,7 +115,7 @@ class RayHome:
         return str(node.node_id)
 
     def stop(self) -> None:
-        stop_platform(self.home)
+        stop_platform(self.path)
         self.cluster.shutdown()
 
 
