@@ -22,6 +22,7 @@ ENV_HOME = "FLASH_HOME"
 ENV_PLATFORM_URL = "FLASH_PLATFORM_URL"
 ENV_PLATFORM_TOKEN = "FLASH_PLATFORM_TOKEN"
 ENV_PLATFORM_PORT = "FLASH_PLATFORM_PORT"
+ENV_PLATFORM_HOST = "FLASH_PLATFORM_HOST"  # the address a new platform binds (loopback)
 ENV_WORKER_ID = "FLASH_WORKER_ID"
 ENV_ENDPOINT_ID = "FLASH_ENDPOINT_ID"
 ENV_WORKER_HOST = "FLASH_WORKER_HOST"  # the address a worker binds to (its node's)
@@ -156,6 +157,18 @@ def artifacts_dir() -> Path:
 
 def envs_dir() -> Path:
     return _private_dir(flash_home() / "envs")
+
+
+def platform_host() -> str:
+    """The address a new platform binds and tells its workers (`FLASH_PLATFORM_HOST`,
+    default loopback): another address is for workers on other machines (a Ray cluster)."""
+    host = os.environ.get(ENV_PLATFORM_HOST) or PLATFORM_HOST
+    if host in ("0.0.0.0", "::", "*"):
+        raise InvalidSetting(
+            f"{ENV_PLATFORM_HOST}={host!r}: the platform tells its workers where to call it, "
+            "so give one address they reach (the machine's IP on the cluster's network)"
+        )
+    return host
 
 
 def requested_platform_port() -> int:

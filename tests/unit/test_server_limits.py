@@ -271,6 +271,15 @@ def test_more_names_and_origins_are_allowed_from_the_environment(
     assert door.refusal([(b"host", b"any.example"), (b"origin", b"http://any")]) is None
 
 
+def test_a_platform_on_a_machine_address_answers_to_that_address_only() -> None:
+    door = FrontDoor.from_env("http://10.0.0.5:7770")
+    assert door.refusal([(b"host", b"10.0.0.5:7770")]) is None
+    assert door.refusal([(b"host", b"10.0.0.5:7770"), (b"origin", b"http://10.0.0.5:7770")]) \
+        is None
+    assert door.refusal([(b"host", b"127.0.0.1:7770")]) is None  # loopback still works
+    assert door.refusal([(b"host", b"evil.example")]) is not None
+
+
 def test_limits_come_from_the_environment_and_a_bad_value_names_the_variable(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLASH_MAX_HEADER_KB", "8")

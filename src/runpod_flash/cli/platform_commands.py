@@ -43,6 +43,10 @@ def start(
         "auto", "--ray-address", envvar="FLASH_RAY_ADDRESS",
         help="The Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT.",
     ),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", envvar="FLASH_PLATFORM_HOST",
+        help="The address to listen on; another machine's workers (a Ray cluster) call it.",
+    ),
 ) -> None:
     """Start the platform (bound to 127.0.0.1) unless one is already running."""
     if provider not in ("local", "ray"):
@@ -50,6 +54,7 @@ def start(
     if api_key:
         os.environ["FLASH_API_KEY"] = api_key
     os.environ["FLASH_PROVIDER"], os.environ["FLASH_RAY_ADDRESS"] = provider, ray_address
+    os.environ["FLASH_PLATFORM_HOST"] = host
     if foreground:
         # The platform's own entry point, in place of this process: same terminal, same
         # pid, and the CLI stays a client of the platform (it never imports it).

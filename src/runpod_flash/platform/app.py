@@ -56,7 +56,11 @@ class FrontDoor:
     @classmethod
     def from_env(cls, url: str) -> FrontDoor:
         """The platform at `url`, with the names and origins set in the environment."""
-        return cls(urlsplit(url).port or 80, config.listed_setting(config.ENV_ALLOWED_HOSTS),
+        parts = urlsplit(url)
+        port = parts.port or 80
+        own = [] if parts.hostname in LOOPBACK_NAMES else [parts.hostname or "",
+                                                           f"{parts.hostname}:{port}"]
+        return cls(port, [*own, *config.listed_setting(config.ENV_ALLOWED_HOSTS)],
                    config.listed_setting(config.ENV_ALLOWED_ORIGINS))
 
     def refusal(self, headers: Headers) -> tuple[int, str] | None:

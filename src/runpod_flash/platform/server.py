@@ -73,13 +73,13 @@ def _bind() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((config.PLATFORM_HOST, port))
+        sock.bind((config.platform_host(), port))
     except OSError as exc:
         if explicit or exc.errno != errno.EADDRINUSE:
             sock.close()
             raise
         logger.warning("port %s is taken; the platform uses a free port instead", port)
-        sock.bind((config.PLATFORM_HOST, 0))
+        sock.bind((config.platform_host(), 0))
     return sock
 
 
@@ -119,7 +119,7 @@ async def serve() -> None:
     # Each client connection of the gateway may hold one to a worker as well.
     limits = ServerLimits.from_env(fds_per_connection=2)
     sock = _bind()
-    url = f"http://{config.PLATFORM_HOST}:{sock.getsockname()[1]}"
+    url = f"http://{config.platform_host()}:{sock.getsockname()[1]}"
     store = Store(config.flash_home() / "state.db")
     supervisor = Supervisor(store, url, token, make_provider(config.logs_dir()))
     server = uvicorn.Server(
@@ -160,6 +160,10 @@ async def serve() -> None:
     info = config.platform_info_path()
     _publish(info, url)
     logger.warning("openflash platform %s listening on %s", os.getpid(), url)
+    if config.platform_host() != config.PLATFORM_HOST:
+        logger.warning("listening beyond this machine: the token and API key guard every "
+                       "call, but the traffic is plain HTTP; keep it on a private network "
+                       "or behind TLS")
     idle = asyncio.create_task(_exit_when_idle(supervisor, server))
     releaser = asyncio.create_task(_release_long_polls_on_exit(app, server))
     try:
