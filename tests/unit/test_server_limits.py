@@ -184,6 +184,20 @@ async def test_the_next_request_on_a_kept_alive_connection_has_the_head_timeout(
 
 
 @pytest.mark.asyncio(loop_scope="module")
+async def test_blank_lines_dripped_on_a_kept_alive_connection_do_not_keep_it_open(
+        port: int) -> None:
+    """Bytes that begin no request have a head's time, and a drip does not extend it."""
+    client = await Client.connect(port)
+    await client.send(request())
+    assert await client.answer() == (200, b"ok")
+    deadline = asyncio.get_running_loop().time() + 5 * (LIMITS.keep_alive_s + 0.5)
+    while not await client.closed(within=0.06):
+        assert asyncio.get_running_loop().time() < deadline, "blank lines kept it open"
+        with contextlib.suppress(ConnectionError):
+            await client.send(b"\r\n")
+
+
+@pytest.mark.asyncio(loop_scope="module")
 async def test_pipelined_requests_are_still_answered_in_order(port: int) -> None:
     client = await Client.connect(port)
     await client.send(request("/a") + request("/b") + request("/c"))

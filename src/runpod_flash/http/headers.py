@@ -34,3 +34,11 @@ def content_length(headers: Headers) -> int | None:
         if name == b"content-length":
             return int(value) if value.isdigit() else None
     return None
+
+
+def first(headers: Headers, wanted: bytes) -> bytes | None:
+    """The value of the first `wanted` header (a lower-case name), or None."""
+    for name, value in headers:
+        if name == wanted:
+            return value
+    return None

@@ -53,13 +53,15 @@ class Deadlines:
     def __init__(self) -> None:
         self._due: dict[Hashable, tuple[float, Callable[[], None]]] = {}
         self._armed = False
+        self._loop: asyncio.AbstractEventLoop | None = None  # the sweep's, while armed
 
     def add(self, key: Hashable, seconds: float, on_expiry: Callable[[], None]) -> None:
-        loop = asyncio.get_running_loop()
-        self._due[key] = (loop.time() + seconds, on_expiry)
-        if not self._armed:
+        loop = self._loop
+        if not self._armed or loop is None:
+            loop = self._loop = asyncio.get_running_loop()
             self._armed = True
             loop.call_later(self.SWEEP_S, self._sweep)
+        self._due[key] = (loop.time() + seconds, on_expiry)
 
     def discard(self, key: Hashable) -> None:
         self._due.pop(key, None)
@@ -67,6 +69,7 @@ class Deadlines:
     def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
+        self._loop = loop
         for key in [key for key, (due, _) in self._due.items() if due <= now]:
             _, on_expiry = self._due.pop(key)
             on_expiry()
@@ -199,10 +202,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     # reading requests
     def data_received(self, data: bytes) -> None:
-        if self._waiting is _CLOSE:
-            return  # refused: read and dropped until the connection closes
-        if self._waiting is _IDLE:  # a request begins: its head is due
-            self._wait(_HEAD, self.limits.head_timeout_s, self._head_timed_out)
+        waiting = self._waiting
+        if waiting is not None:
+            if waiting is _CLOSE:
+                return  # refused: read and dropped until the connection closes
+            if waiting is _IDLE:  # a request begins (its head is due: see below)
+                self._stop_waiting()
         heads, self._read = self._heads, len(data)
         try:
             self.parser.feed_data(data)
@@ -221,12 +226,17 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
             return
-        if self._in_head:  # a head goes on into the next read
+        if self._in_head:  # a head goes on into the next read: it is due from now on
             self._head_split = True
+            if self._waiting is None:
+                self._wait(_HEAD, self.limits.head_timeout_s, self._head_timed_out)
             if self._heads == heads:  # all of this read belongs to it
                 self._head_seen += len(data)
                 if self._head_seen > self.limits.max_head_bytes:
                     self._head_too_large()
+        elif self._waiting is None and (self.cycle is None or self.cycle.response_complete):
+            # Bytes that began no request (blank lines): they have a head's time, no more.
+            self._wait(_HEAD, self.limits.head_timeout_s, self._head_timed_out)
 
     def _invalid_request(self) -> None:
         """uvicorn's answer to bytes that are not HTTP."""
@@ -235,7 +245,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.send_400_response(message)
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        # uvicorn's, less the ASGI scope: a request the gateway's fast lane takes needs
+        # none, so `handle_request` makes it for those that go to the ASGI app.
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
         self._in_head = True
         self._heads += 1
         self._head_split = False
@@ -256,6 +270,17 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def handle_request(self) -> None:
         """Start the request whose head is complete (uvicorn's way: an ASGI task)."""
+        self.scope = {  # type: ignore[typeddict-item]
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,  # type: ignore[typeddict-item]
+            "root_path": self.root_path,
+            "headers": self.headers,
+            "state": self.app_state.copy(),
+        }
         super().on_headers_complete()
 
     # between requests: swept deadlines instead of uvicorn's timer per response
@@ -266,7 +291,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
-        self.flow.resume_reading()
+        if self.flow.read_paused:
+            self.flow.resume_reading()
         if self._in_head:  # the client has started its next request already
             self._wait(_HEAD, self.limits.head_timeout_s, self._head_timed_out)
         else:

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from runpod_flash import config
 from runpod_flash.asgi import send_json
-from runpod_flash.http.headers import Headers
+from runpod_flash.http.headers import Headers, first
 from runpod_flash.platform.api import build_routes, token_guard
 from runpod_flash.platform.apps import Apps
 from runpod_flash.platform.apps_api import build_app_routes
@@ -71,6 +71,10 @@ class FrontDoor:
                 host = value
             elif name == b"origin":
                 origin = value
+        return self.refusal_of(host, origin)
+
+    def refusal_of(self, host: bytes | None, origin: bytes | None) -> tuple[int, str] | None:
+        """`refusal`, given the request's `Host` and `Origin` values."""
         if host is not None and host not in self._hosts and not self._any_host and \
                 host.lower() not in self._hosts:
             shown = host.decode("latin-1")
@@ -122,7 +126,8 @@ class PlatformApp:
         ])
 
     async def _metrics(self, request: Request) -> Response:
-        if self._metrics_auth and not authorized(request.scope["headers"], *self._metrics_auth):
+        if self._metrics_auth and not authorized(
+                first(request.scope["headers"], b"authorization"), *self._metrics_auth):
             return JSONResponse({"error": "/metrics needs the API key or the platform token: "
                                  "send 'Authorization: Bearer <key>'"}, 401,
                                 {"www-authenticate": "Bearer"})

@@ -22,7 +22,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from runpod_flash.http.aio import Response
 from runpod_flash.http.errors import ConnectionClosed, HttpError, ResponseTimeout
-from runpod_flash.http.headers import Headers, content_length
+from runpod_flash.http.headers import HOP_BY_HOP, Headers, content_length
 from runpod_flash.http.parse import ResponseParser, request_head
 from runpod_flash.http.server_limits import Deadlines, LimitedHttpProtocol, ServerLimits
 from runpod_flash.platform import gateway as gw
@@ -33,8 +33,12 @@ from runpod_flash.platform.endpoints import Endpoint, Worker
 FAST_BODY_LIMIT = min(256 * 1024, gw.MAX_BODY_BYTES)
 _FAST_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS"})
 _FALL_BACK = frozenset({b"expect", b"transfer-encoding", b"upgrade"})
+# The headers `_open_exchange` looks at (the rest pass through untouched).
+_NOTED = _FALL_BACK | {b"content-length", b"host", b"origin", b"authorization"}
 
 
+_NOT_RELAYED = HOP_BY_HOP | gw.PLATFORM_WRITES
+_VIA_LINE = b"%b: %b\r\n" % gw.VIA
 _rendered: tuple[list[tuple[bytes, bytes]], bytes] = ([], b"")
 
 
@@ -44,6 +48,37 @@ def _server_headers(defaults: list[tuple[bytes, bytes]]) -> bytes:
     if _rendered[0] is not defaults:
         _rendered = (defaults, b"".join(b"%b: %b\r\n" % header for header in defaults))
     return _rendered[1]
+
+
+def _whole_response(
+    status: int, method: str, upstream: Headers, body: bytes, keep_alive: bool,
+    server_lines: bytes,
+) -> bytes | None:
+    """`gateway.relayed_headers` and the body, rendered in one pass (the lane's hot path);
+    None when the worker's `Connection` header names more headers to drop."""
+    parts = [STATUS_LINE[status], server_lines]
+    declared = None
+    for name, value in upstream:
+        if name in _NOT_RELAYED:
+            if name == b"content-length":
+                declared = value
+            elif name == b"connection":
+                return None
+            continue
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(_VIA_LINE)
+    if status in (204, 304):
+        parts.append(b"\r\n" if keep_alive else b"connection: close\r\n\r\n")
+        return b"".join(parts)
+    if method == "HEAD":  # the length a GET would have had (if the worker said), no body
+        if declared is not None and declared.isdigit():
+            parts.append(b"content-length: %b\r\n" % declared)
+        body = b""
+    else:
+        parts.append(b"content-length: %d\r\n" % len(body))
+    parts.append(b"\r\n" if keep_alive else b"connection: close\r\n\r\n")
+    parts.append(body)
+    return b"".join(parts)
 
 
 def _small(parser: ResponseParser) -> bool:
@@ -75,6 +110,9 @@ class _LaneWatch:
         pass
 
 
+_LANE_WATCH = _LaneWatch()  # stateless: one serves every exchange
+
+
 class Exchange:
     """One proxied request in flight; stands in for uvicorn's request cycle meanwhile, so
     uvicorn queues pipelined requests behind it and shuts the connection down after it."""
@@ -104,7 +142,7 @@ class Exchange:
         self.disconnected = False
         self.parser: ResponseParser | None = None
         self.task: asyncio.Task[None] | None = None
-        self.watch = _LaneWatch()
+        self.watch = _LANE_WATCH
         self.started = time.perf_counter()
         self._chunked = False
 
@@ -176,8 +214,14 @@ class Exchange:
         """The common case: the whole answer came with its head; one write, no task."""
         body = parser.take()
         status = parser.status
-        self._write_head(status, gw.relayed_headers(status, self.method, parser.headers,
-                                                    len(body)), body)
+        lane = self.lane
+        whole = _whole_response(status, self.method, parser.headers, body, self.keep_alive,
+                                _server_headers(lane.server_state.default_headers))
+        if whole is None:  # the worker named headers in `Connection`: the general rules
+            self._write_head(status, gw.relayed_headers(status, self.method, parser.headers,
+                                                        len(body)), body)
+        else:
+            lane.transport.write(whole)
         # The client has its answer; the bookkeeping comes after.
         self.connection.listener = None
         self.lane.gateway.upstream.checkin(self.connection)
@@ -294,12 +338,20 @@ class GatewayProtocol(LimitedHttpProtocol):
         method = self.parser.get_method()
         if method not in _FAST_METHODS or self.parser.should_upgrade():
             return None
-        for name, value in self.headers:
-            if name in _FALL_BACK:
-                return None
-            if name == b"content-length" and (
-                    not value.isdigit() or int(value) > FAST_BODY_LIMIT):
-                return None
+        host = origin = authorization = None
+        for name, value in self.headers:  # one pass for everything the lane looks at
+            if name in _NOTED:
+                if name in _FALL_BACK:
+                    return None
+                if name == b"content-length":
+                    if not value.isdigit() or int(value) > FAST_BODY_LIMIT:
+                        return None
+                elif name == b"host":
+                    host = value
+                elif name == b"origin":
+                    origin = value
+                elif authorization is None:
+                    authorization = value
         raw_path, _, query = self.url.partition(b"?")
         if b"%" in raw_path or b"#" in raw_path:
             return None  # the ASGI path decodes it
@@ -307,8 +359,8 @@ class GatewayProtocol(LimitedHttpProtocol):
         path = "/" + rest
         gateway = self.gateway
         endpoint = gateway.supervisor.endpoints.get(endpoint_id)
-        if endpoint is None or self.front_door.refusal(self.headers) is not None or \
-                not gateway.admits(endpoint, path, self.headers):
+        if endpoint is None or self.front_door.refusal_of(host, origin) is not None or \
+                not gateway.admits(endpoint, path, authorization):
             return None  # the ASGI path answers (PlatformApp refuses what the door does)
         worker = gateway.supervisor.router.try_acquire(endpoint)
         if worker is None:
@@ -320,7 +372,8 @@ class GatewayProtocol(LimitedHttpProtocol):
         target = path + ("?" + query.decode("latin-1") if query else "")
         return Exchange(
             self, endpoint, worker, connection, method.decode("ascii"), target, path,
-            gateway.forward_headers(endpoint, self.headers),  # the worker's secret: per send
+            # the worker's secret is added per send
+            gateway.forward_headers(endpoint, self.headers, authorization),
             self.parser.should_keep_alive() and self.parser.get_http_version() == "1.1",
         )
 

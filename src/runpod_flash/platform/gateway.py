@@ -23,7 +23,7 @@ from runpod_flash import config
 from runpod_flash.asgi import ClientDisconnected, send_json
 from runpod_flash.http.aio import ConnectionPool, Response, StreamedBody, Timeouts
 from runpod_flash.http.errors import ConnectFailed, ConnectionClosed, HttpError, ResponseTimeout
-from runpod_flash.http.headers import Headers, content_length, end_to_end
+from runpod_flash.http.headers import Headers, content_length, end_to_end, first
 from runpod_flash.http.parse import IDEMPOTENT
 from runpod_flash.http.server_limits import LINGER_S
 from runpod_flash.platform.credentials import GATEWAY_SECRET_HEADER, bearer
@@ -49,7 +49,7 @@ WATCH_CLIENT_AFTER_S = 0.05
 ROUTE_LABELS_KEPT = 4096  # (version, method, path) -> the route template it matched
 CLIENT_GONE = 499  # recorded (never sent): the client closed the connection first
 VIA = (b"via", b"1.1 openflash")
-_PLATFORM_WRITES = frozenset({b"date", b"server"})  # the platform's server adds its own
+PLATFORM_WRITES = frozenset({b"date", b"server"})  # the platform's server adds its own
 _NO_BODY_STATUS = frozenset({204, 304})
 # Credentials stay at the gateway: a deployed endpoint's API key, the platform or worker
 # token of a live call (the worker answers only the gateway's secret, added per worker).
@@ -139,10 +139,11 @@ class Gateway:
             return
         path = "/" + rest
         headers = scope["headers"]
-        if not self._token_ok(endpoint, path, headers):
+        authorization = first(headers, b"authorization")
+        if not self._token_ok(endpoint, path, authorization):
             await send_json(send, 401, {"error": "missing or invalid platform token"})
             return
-        if not self._key_ok(endpoint, headers):
+        if not self._key_ok(endpoint, authorization):
             await send_json(send, 401, {
                 "error": "missing or invalid API key; send 'Authorization: Bearer <key>'"
             }, [(b"www-authenticate", b"Bearer")])
@@ -171,43 +172,47 @@ class Gateway:
             watch.stop()
         self.record(endpoint, scope["method"], path, status, started)
 
-    def admits(self, endpoint: Endpoint, path: str, headers: Headers) -> bool:
-        """A load-balanced endpoint, and the request carries the credentials it needs."""
-        return endpoint.spec.get("type") != "QB" and self._token_ok(endpoint, path, headers) \
-            and self._key_ok(endpoint, headers)
+    def admits(self, endpoint: Endpoint, path: str, authorization: bytes | None) -> bool:
+        """A load-balanced endpoint, and the request's `Authorization` is what it needs."""
+        return endpoint.spec.get("type") != "QB" and \
+            self._token_ok(endpoint, path, authorization) and \
+            self._key_ok(endpoint, authorization)
 
-    def _token_ok(self, endpoint: Endpoint, path: str, headers: Headers) -> bool:
+    def _token_ok(self, endpoint: Endpoint, path: str, authorization: bytes | None) -> bool:
         """Live `/execute` runs arbitrary code: only the platform token reaches it, or a
         live worker's own token (its code calls live endpoints, as a script does)."""
         return endpoint.kind != "live" or path != "/execute" or \
-            self._credential_ok(endpoint, headers, self._platform_auth)
+            self._credential_ok(endpoint, authorization, self._platform_auth)
 
-    def _key_ok(self, endpoint: Endpoint, headers: Headers) -> bool:
+    def _key_ok(self, endpoint: Endpoint, authorization: bytes | None) -> bool:
         return endpoint.kind == "live" or self._api_key_auth is None or \
-            self._credential_ok(endpoint, headers, self._api_key_auth, self._platform_auth)
+            self._credential_ok(endpoint, authorization, self._api_key_auth,
+                                self._platform_auth)
 
-    def _credential_ok(self, endpoint: Endpoint, headers: Headers, *accepted: bytes) -> bool:
+    def _credential_ok(
+        self, endpoint: Endpoint, authorization: bytes | None, *accepted: bytes
+    ) -> bool:
         """One of `accepted`, or the token of a worker whose code may call this endpoint
         (a deployed worker its deployment's endpoints, a live worker live ones)."""
-        if authorized(headers, *accepted):
+        if authorized(authorization, *accepted):
             return True
-        supplied = next((value for name, value in headers if name == b"authorization"), None)
-        grant = self.supervisor.credentials.for_token(bearer(supplied))
+        grant = self.supervisor.credentials.for_token(bearer(authorization))
         return grant is not None and grant.may_call(endpoint.id, endpoint.kind == "live")
 
-    def _carries_ours(self, headers: Headers) -> bool:
+    def _carries_ours(self, authorization: bytes | None) -> bool:
         """Whether `Authorization` holds the platform token or a worker's: user code behind
         an open endpoint keeps its own auth headers, never ours."""
-        for name, value in headers:
-            if name == b"authorization":
-                return authorized(headers, self._platform_auth) or \
-                    self.supervisor.credentials.for_token(bearer(value)) is not None
-        return False
+        return authorization is not None and (
+            authorized(authorization, self._platform_auth)
+            or self.supervisor.credentials.for_token(bearer(authorization)) is not None)
 
-    def forward_headers(self, endpoint: Endpoint, headers: Headers) -> Headers:
+    def forward_headers(
+        self, endpoint: Endpoint, headers: Headers, authorization: bytes | None
+    ) -> Headers:
         """What the worker gets: end-to-end headers, never a credential of ours (the API
         key, the token of a live call); the worker's secret is added per worker."""
-        ours = endpoint.kind == "live" or self._api_key_auth or self._carries_ours(headers)
+        ours = endpoint.kind == "live" or self._api_key_auth or \
+            self._carries_ours(authorization)
         drop = _CREDENTIALS if ours else _OWN_SECRET
         forwarded = end_to_end(headers, drop)
         forwarded.append(VIA)
@@ -246,7 +251,8 @@ class Gateway:
         target += f"?{query}" if query else ""
         try:
             return await self.forward(
-                endpoint, scope["method"], target, self.forward_headers(endpoint, headers),
+                endpoint, scope["method"], target,
+                self.forward_headers(endpoint, headers, first(headers, b"authorization")),
                 message.get("body", b""), upload, declared, send, watch,
             )
         except ClientDisconnected:
@@ -319,12 +325,11 @@ def with_secret(headers: Headers, worker: Worker) -> Headers:
     return [*headers, (GATEWAY_SECRET_HEADER, worker.gateway_secret)]
 
 
-def authorized(headers: Headers, *accepted: bytes) -> bool:
-    """Whether the request's `Authorization` is one of `accepted` (compared in constant time)."""
-    for name, value in headers:
-        if name == b"authorization":
-            return any(hmac.compare_digest(value, expected) for expected in accepted)
-    return False
+def authorized(authorization: bytes | None, *accepted: bytes) -> bool:
+    """Whether a request's `Authorization` value is one of `accepted` (compared in constant
+    time)."""
+    return authorization is not None and any(
+        hmac.compare_digest(authorization, expected) for expected in accepted)
 
 
 def relayed_headers(
@@ -333,7 +338,7 @@ def relayed_headers(
     """The worker's headers as the client gets them: end-to-end ones only, the platform's
     own Date and Server, `Via`, and the body's length where there is one to state
     (`whole_length` when the whole body is in hand; else the worker's own, if any)."""
-    headers = end_to_end(upstream, _PLATFORM_WRITES)
+    headers = end_to_end(upstream, PLATFORM_WRITES)
     headers.append(VIA)
     if status in _NO_BODY_STATUS:
         return headers

@@ -49,10 +49,9 @@ class Metrics:
         self._requests = _RequestStats(lambda endpoint_id: _name_of(supervisor, endpoint_id))
         self.registry.register(self._requests)
         self.registry.register(_StateCollector(supervisor, queue_depth))
-
-    def observe_request(self, endpoint_id: str, route: str, status: int, seconds: float
-                        ) -> None:
-        self._requests.observe(endpoint_id, route, status, seconds)
+        # observe_request(endpoint_id, route, status, seconds): one gateway request (bound
+        # here, not wrapped: it runs once per proxied request)
+        self.observe_request = self._requests.observe
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
