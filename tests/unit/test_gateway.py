@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from runpod_flash.asgi import ClientDisconnected
 from runpod_flash.http.errors import (
@@ -14,7 +16,7 @@ from runpod_flash.http.errors import (
     ProtocolError,
     ResponseTimeout,
 )
-from runpod_flash.http.headers import end_to_end
+from runpod_flash.http.headers import HOP_BY_HOP, end_to_end, rendered_end_to_end
 from runpod_flash.platform import gateway
 from runpod_flash.platform.gateway import (
     MAX_BODY_BYTES,
@@ -118,6 +120,28 @@ def test_end_to_end_drops_hop_by_hop_and_connection_named_headers() -> None:
                (b"transfer-encoding", b"chunked"), (b"x-kept", b"2"), (b"upgrade", b"h2c"),
                (b"date", b"today")]
     assert end_to_end(headers, frozenset({b"date"})) == [(b"x-kept", b"2")]
+
+
+NAMES = st.sampled_from([b"connection", b"keep-alive", b"transfer-encoding", b"host",
+                         b"authorization", b"x-flash-gateway-secret", b"x-private",
+                         b"content-type", b"close", b"te"])
+VALUES = st.sampled_from([b"keep-alive", b"close", b"x-private", b"close, x-private", b"1"])
+
+
+@given(headers=st.lists(st.tuples(NAMES, VALUES), max_size=8),
+       drop=st.sampled_from([frozenset(), frozenset({b"authorization"}),
+                             frozenset({b"x-flash-gateway-secret"})]))
+def test_one_pass_rendering_is_end_to_end_or_defers_to_it(
+    headers: list[tuple[bytes, bytes]], drop: frozenset[bytes]
+) -> None:
+    """The fast lane's one-pass rendering writes exactly `end_to_end`'s headers, or says
+    it cannot (a `Connection` header naming more than keep-alive)."""
+    lines = rendered_end_to_end(headers, HOP_BY_HOP | drop)
+    names_more = any(name == b"connection" and value != b"keep-alive"
+                     for name, value in headers)
+    assert (lines is None) == names_more
+    if lines is not None:
+        assert lines == b"".join(b"%b: %b\r\n" % h for h in end_to_end(headers, drop))
 
 
 class FakeResponse:

@@ -28,6 +28,22 @@ def end_to_end(headers: Headers, drop: frozenset[bytes] = frozenset()) -> Header
     ]
 
 
+def rendered_end_to_end(headers: Headers, skip: frozenset[bytes]) -> bytes | None:
+    """`end_to_end(headers, drop)` as header lines, in one pass (`skip`: HOP_BY_HOP | drop).
+
+    None when a `Connection` header says more than `keep-alive`: the headers it names must
+    go too, which `end_to_end` works out.
+    """
+    parts: list[bytes] = []
+    for name, value in headers:
+        if name in skip:
+            if name == b"connection" and value.lower() != b"keep-alive":
+                return None
+            continue
+        parts += (name, b": ", value, b"\r\n")
+    return b"".join(parts)
+
+
 def content_length(headers: Headers) -> int | None:
     """The declared body length; None when there is none (or it is not a plain number)."""
     for name, value in headers:

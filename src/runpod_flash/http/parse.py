@@ -152,13 +152,16 @@ class ResponseParser:
 
 
 def request_head(
-    method: str, target: str, authority: bytes, headers: Headers, length: int | None
+    method: str, target: str, authority: bytes, headers: Headers, length: int | None,
+    lines: bytes = b"",
 ) -> bytes:
-    """Request line and headers; `length` None means a chunked body follows."""
+    """Request line and headers (`headers`, then `lines`: headers already rendered);
+    `length` None means a chunked body follows."""
     parts = [method.encode("ascii"), b" ", target.encode("latin-1"), b" HTTP/1.1\r\nhost: ",
              authority, b"\r\n"]
     for name, value in headers:
         parts += (name, b": ", value, b"\r\n")
+    parts.append(lines)
     if length is None:
         parts.append(b"transfer-encoding: chunked\r\n\r\n")
     elif length or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):

@@ -22,7 +22,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from runpod_flash.http.aio import Response
 from runpod_flash.http.errors import ConnectionClosed, HttpError, ResponseTimeout
-from runpod_flash.http.headers import HOP_BY_HOP, Headers, content_length
+from runpod_flash.http.headers import HOP_BY_HOP, Headers, content_length, rendered_end_to_end
 from runpod_flash.http.parse import ResponseParser, request_head
 from runpod_flash.http.server_limits import Deadlines, LimitedHttpProtocol, ServerLimits
 from runpod_flash.platform import gateway as gw
@@ -119,14 +119,15 @@ class Exchange:
 
     message_event = _NoEvent()
     __slots__ = (
-        "_chunked", "body", "connection", "disconnected", "endpoint", "headers",
-        "keep_alive", "lane", "method", "parser", "path", "response_complete", "started",
-        "target", "task", "watch", "worker",
+        "_chunked", "authorization", "body", "client_headers", "connection", "disconnected",
+        "endpoint", "keep_alive", "lane", "method", "not_forwarded", "parser", "path",
+        "response_complete", "started", "target", "task", "watch", "worker",
     )
 
     def __init__(
         self, lane: GatewayProtocol, endpoint: Endpoint, worker: Worker, connection: Any,
-        method: str, target: str, path: str, headers: Headers, keep_alive: bool,
+        method: str, target: str, path: str, client_headers: Headers,
+        authorization: bytes | None, keep_alive: bool,
     ) -> None:
         self.lane = lane
         self.endpoint = endpoint
@@ -135,7 +136,10 @@ class Exchange:
         self.method = method
         self.target = target
         self.path = path
-        self.headers = headers
+        self.client_headers = client_headers
+        self.authorization = authorization
+        # the worker's secret is added per send
+        self.not_forwarded = lane.gateway.not_forwarded(endpoint, authorization)
         self.keep_alive = keep_alive
         self.body: list[bytes] = []
         self.response_complete = False
@@ -156,10 +160,14 @@ class Exchange:
         self.parser = connection.next_parser(self.method == "HEAD")
         connection.listener = self._progress
         body = b"".join(self.body)
-        connection.transport.write(request_head(
-            self.method, self.target, connection.authority,
-            gw.with_secret(self.headers, self.worker), len(body)
-        ) + body)
+        lines = rendered_end_to_end(self.client_headers, self.not_forwarded)
+        if lines is None:  # `Connection` names more headers to drop
+            head = request_head(self.method, self.target, connection.authority,
+                                gw.with_secret(self._forwarded(), self.worker), len(body))
+        else:
+            head = request_head(self.method, self.target, connection.authority, [],
+                                len(body), lines + _VIA_LINE + gw.secret_line(self.worker))
+        connection.transport.write(head + body)
         connection.request_sent = True
         self.lane.deadlines.add(self, gw.response_timeout(self.endpoint), self.expire)
 
@@ -181,6 +189,10 @@ class Exchange:
             self._continue(gw.relay(response, self.method, self.send, self.watch))
         # else: more of the head, or of a small body (workers often write the head and
         # the body apart), is on its way
+
+    def _forwarded(self) -> Headers:
+        return self.lane.gateway.forward_headers(self.endpoint, self.client_headers,
+                                                 self.authorization)
 
     def expire(self) -> None:
         """The first-byte deadline passed (`Deadlines` calls this)."""
@@ -204,7 +216,7 @@ class Exchange:
             gateway.supervisor.router.release(self.worker)
             self.worker = None  # type: ignore[assignment]  # the retry acquires its own
             self._continue(gateway.forward(
-                self.endpoint, self.method, self.target, self.headers, b"".join(self.body),
+                self.endpoint, self.method, self.target, self._forwarded(), b"".join(self.body),
                 None, None, self.send, self.watch,
             ))
             return
@@ -372,8 +384,7 @@ class GatewayProtocol(LimitedHttpProtocol):
         target = path + ("?" + query.decode("latin-1") if query else "")
         return Exchange(
             self, endpoint, worker, connection, method.decode("ascii"), target, path,
-            # the worker's secret is added per send
-            gateway.forward_headers(endpoint, self.headers, authorization),
+            self.headers, authorization,
             self.parser.should_keep_alive() and self.parser.get_http_version() == "1.1",
         )
 

@@ -23,7 +23,7 @@ from runpod_flash import config
 from runpod_flash.asgi import ClientDisconnected, send_json
 from runpod_flash.http.aio import ConnectionPool, Response, StreamedBody, Timeouts
 from runpod_flash.http.errors import ConnectFailed, ConnectionClosed, HttpError, ResponseTimeout
-from runpod_flash.http.headers import Headers, content_length, end_to_end, first
+from runpod_flash.http.headers import HOP_BY_HOP, Headers, content_length, end_to_end, first
 from runpod_flash.http.parse import IDEMPOTENT
 from runpod_flash.http.server_limits import LINGER_S
 from runpod_flash.platform.credentials import GATEWAY_SECRET_HEADER, bearer
@@ -55,6 +55,8 @@ _NO_BODY_STATUS = frozenset({204, 304})
 # token of a live call (the worker answers only the gateway's secret, added per worker).
 _CREDENTIALS = frozenset({b"authorization", GATEWAY_SECRET_HEADER})
 _OWN_SECRET = frozenset({GATEWAY_SECRET_HEADER})
+_NOT_FORWARDED_OURS = HOP_BY_HOP | _CREDENTIALS
+_NOT_FORWARDED = HOP_BY_HOP | _OWN_SECRET
 
 Scope = dict[str, Any]
 
@@ -211,12 +213,18 @@ class Gateway:
     ) -> Headers:
         """What the worker gets: end-to-end headers, never a credential of ours (the API
         key, the token of a live call); the worker's secret is added per worker."""
-        ours = endpoint.kind == "live" or self._api_key_auth or \
-            self._carries_ours(authorization)
-        drop = _CREDENTIALS if ours else _OWN_SECRET
-        forwarded = end_to_end(headers, drop)
+        forwarded = end_to_end(headers, self.not_forwarded(endpoint, authorization))
         forwarded.append(VIA)
         return forwarded
+
+    def not_forwarded(
+        self, endpoint: Endpoint, authorization: bytes | None
+    ) -> frozenset[bytes]:
+        """The request headers a worker never gets: hop-by-hop ones and our credentials
+        (all of `Authorization` when it is ours, only the secret header otherwise)."""
+        ours = endpoint.kind == "live" or self._api_key_auth or \
+            self._carries_ours(authorization)
+        return _NOT_FORWARDED_OURS if ours else _NOT_FORWARDED
 
     def record(
         self, endpoint: Endpoint, method: str, path: str, status: int, started: float
@@ -323,6 +331,11 @@ async def _linger(receive: Any) -> None:
 def with_secret(headers: Headers, worker: Worker) -> Headers:
     """A request's headers for one worker: with its gateway secret, which it requires."""
     return [*headers, (GATEWAY_SECRET_HEADER, worker.gateway_secret)]
+
+
+def secret_line(worker: Worker) -> bytes:
+    """`with_secret`'s header, rendered."""
+    return b"%b: %b\r\n" % (GATEWAY_SECRET_HEADER, worker.gateway_secret)
 
 
 def authorized(authorization: bytes | None, *accepted: bytes) -> bool:
