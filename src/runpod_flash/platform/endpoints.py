@@ -14,6 +14,7 @@ from typing import Any
 from runpod_flash.control import slug
 from runpod_flash.dependencies import APPROVED_KEY
 from runpod_flash.envfile import mask_env
+from runpod_flash.platform.credentials import GATEWAY_SECRET_HEADER
 from runpod_flash.platform.providers.base import WorkerProcess
 
 LB_PREFIX = "/ep"
@@ -57,9 +58,14 @@ class Worker:
     in_flight: int = 0
     failed_pings: int = 0
     gateway_secret: bytes = b""  # sent on every request to it (platform.credentials)
+    secret_line: bytes = b""  # that header, rendered once (the gateway's fast lane sends it)
     started_at: float = field(default_factory=time.monotonic)
     last_active: float = field(default_factory=time.monotonic)  # last request or job
     last_seen: float = field(default_factory=time.monotonic)  # last sign of life
+
+    def set_gateway_secret(self, secret: bytes) -> None:
+        self.gateway_secret = secret
+        self.secret_line = b"%b: %b\r\n" % (GATEWAY_SECRET_HEADER, secret)
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -166,7 +166,7 @@ class Exchange:
                                 gw.with_secret(self._forwarded(), self.worker), len(body))
         else:
             head = request_head(self.method, self.target, connection.authority, [],
-                                len(body), lines + _VIA_LINE + gw.secret_line(self.worker))
+                                len(body), lines + _VIA_LINE + self.worker.secret_line)
         connection.transport.write(head + body)
         connection.request_sent = True
         self.lane.deadlines.add(self, gw.response_timeout(self.endpoint), self.expire)

@@ -122,7 +122,7 @@ class Fleet:
                         log_path(endpoint.id, worker_id), [])
         peers = frozenset(path.rsplit("/", 1)[-1] for path in (spec.get("peers") or {}).values())
         grant = self.credentials.issue(worker_id, endpoint.id, endpoint.kind == "live", peers)
-        worker.gateway_secret = grant.gateway_secret.encode()
+        worker.set_gateway_secret(grant.gateway_secret.encode())
         endpoint.stats["cold_starts"] += 1
         endpoint.workers[worker_id] = worker
         self.workers[worker_id] = worker

@@ -205,7 +205,7 @@ class Gateway:
         """Whether `Authorization` holds the platform token or a worker's: user code behind
         an open endpoint keeps its own auth headers, never ours."""
         return authorization is not None and (
-            authorized(authorization, self._platform_auth)
+            hmac.compare_digest(authorization, self._platform_auth)
             or self.supervisor.credentials.for_token(bearer(authorization)) is not None)
 
     def forward_headers(
@@ -331,11 +331,6 @@ async def _linger(receive: Any) -> None:
 def with_secret(headers: Headers, worker: Worker) -> Headers:
     """A request's headers for one worker: with its gateway secret, which it requires."""
     return [*headers, (GATEWAY_SECRET_HEADER, worker.gateway_secret)]
-
-
-def secret_line(worker: Worker) -> bytes:
-    """`with_secret`'s header, rendered."""
-    return b"%b: %b\r\n" % (GATEWAY_SECRET_HEADER, worker.gateway_secret)
 
 
 def authorized(authorization: bytes | None, *accepted: bytes) -> bool:
