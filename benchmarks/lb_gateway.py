@@ -17,8 +17,10 @@ Targets per concurrency (1 and 32), interleaved over `--rounds` rounds, median r
 - gateway: the same on the platform's URL for the endpoint.
 
 Every request carries the platform token as `Authorization: Bearer`, so all targets see
-the same bytes. Then it measures the time to the first body byte of `/stream` through each
-target (a raw socket, median of 10), and prints the ratios and PASS/FAIL against the targets.
+the same bytes. Beside req/s and p50, each proxy's own CPU time per request (from /proc,
+over the same wrk run) is reported: on a shared machine it moves less than throughput.
+Then it measures the time to the first body byte of `/stream` through each target (a raw
+socket, median of 10), and prints the ratios and PASS/FAIL against the targets.
 FAIL does not change the exit status; a broken setup (no wrk/nginx, non-200 answers) does.
 
     python benchmarks/lb_gateway.py [--seconds 5] [--rounds 3]
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -122,6 +125,7 @@ class BenchError(RuntimeError):
 class Sample:
     rps: float
     p50_ms: float
+    proxy_cpu_us: float = 0.0  # the proxy process's CPU time per request (0: no proxy)
 
 
 def require_tools() -> None:
@@ -229,29 +233,45 @@ def run_wrk(urls: list[str], threads: int, connections: int, seconds: float,
     return Sample(sum(s.rps for s in samples), statistics.mean(s.p50_ms for s in samples))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(name: str, concurrency: int, urls: dict[str, str], direct: list[str],
-            seconds: float, auth: list[str]) -> Sample:
-    """One wrk run of `name` at `concurrency`, two load-generator threads at most."""
+            seconds: float, auth: list[str], proxies: dict[str, int]) -> Sample:
+    """One wrk run of `name` at `concurrency`, two load-generator threads at most, with the
+    CPU time the proxy (`proxies`: name -> PID) spent per request meanwhile."""
     if concurrency == 1:
-        return run_wrk([direct[0] if name == "direct" else urls[name]], 1, 1, seconds, auth)
-    if name == "direct":
-        return run_wrk(direct, 1, concurrency // 2, seconds, auth)
-    return run_wrk([urls[name]], 2, concurrency, seconds, auth)
+        targets, threads = [direct[0] if name == "direct" else urls[name]], 1
+    elif name == "direct":
+        targets, threads, concurrency = direct, 1, concurrency // 2
+    else:
+        targets, threads = [urls[name]], 2
+    pid = proxies.get(name)
+    before = cpu_seconds(pid) if pid else 0.0
+    sample = run_wrk(targets, threads, concurrency, seconds, auth)
+    if not pid:
+        return sample
+    used = cpu_seconds(pid) - before
+    return Sample(sample.rps, sample.p50_ms, used / (sample.rps * seconds) * 1e6)
 
 
 def benchmark(urls: dict[str, str], direct: list[str], seconds: float, rounds: int,
-              auth: list[str]) -> dict[tuple[str, int], Sample]:
+              auth: list[str], proxies: dict[str, int]) -> dict[tuple[str, int], Sample]:
     """Targets interleaved within each round, so the machine's noise hits all of them alike."""
     for name in TARGET_NAMES:  # warm-up: connections, pools, caches
-        measure(name, 32, urls, direct, 1, auth)
+        measure(name, 32, urls, direct, 1, auth, proxies)
     runs: dict[tuple[str, int], list[Sample]] = {}
     for _ in range(rounds):
         for concurrency in CONCURRENCIES:
             for name in TARGET_NAMES:
-                sample = measure(name, concurrency, urls, direct, seconds, auth)
+                sample = measure(name, concurrency, urls, direct, seconds, auth, proxies)
                 runs.setdefault((name, concurrency), []).append(sample)
     return {key: Sample(statistics.median(s.rps for s in samples),
-                        statistics.median(s.p50_ms for s in samples))
+                        statistics.median(s.p50_ms for s in samples),
+                        statistics.median(s.proxy_cpu_us for s in samples))
             for key, samples in runs.items()}
 
 
@@ -296,11 +316,12 @@ def ttfb(targets: dict[str, tuple[int, str]], auth: list[str]) -> dict[str, floa
 
 def report(rows: dict[tuple[str, int], Sample], firsts: dict[str, float]) -> None:
     """The table, the ratios, the streamed TTFBs and PASS/FAIL against the issue's targets."""
-    print(f"{'target':8s} {'conc':>4s} {'req/s':>9s} {'p50 ms':>8s}")
+    print(f"{'target':8s} {'conc':>4s} {'req/s':>9s} {'p50 ms':>8s} {'proxy CPU us/req':>17s}")
     for concurrency in CONCURRENCIES:
         for name in TARGET_NAMES:
             row = rows[(name, concurrency)]
-            print(f"{name:8s} {concurrency:4d} {row.rps:9.0f} {row.p50_ms:8.3f}")
+            cpu = f"{row.proxy_cpu_us:17.1f}" if row.proxy_cpu_us else f"{'-':>17s}"
+            print(f"{name:8s} {concurrency:4d} {row.rps:9.0f} {row.p50_ms:8.3f} {cpu}")
     added: dict[tuple[str, int], float] = {}
     for concurrency in CONCURRENCIES:
         direct = rows[("direct", concurrency)]
@@ -346,6 +367,13 @@ def deployed(prefix: str = "flash-bench") -> Iterator[tuple[Platform, list[dict[
                        env={**os.environ, "FLASH_HOME": home}, capture_output=True, timeout=60)
 
 
+def platform_pid() -> int:
+    """The running platform's process (it publishes its PID in FLASH_HOME)."""
+    from runpod_flash import config
+
+    return int(json.loads(config.platform_info_path().read_text())["pid"])
+
+
 def run(seconds: float, rounds: int) -> None:
     """Deploy, start nginx, measure, report; nginx and the platform are stopped whatever happens."""
     nginx = None
@@ -367,7 +395,8 @@ def run(seconds: float, rounds: int) -> None:
             urls = {"nginx": f"http://127.0.0.1:{nginx_port}/hello",
                     "gateway": f"{gateway_url}/hello"}
             direct = [f"http://127.0.0.1:{port}/hello" for port in ports]
-            rows = benchmark(urls, direct, seconds, rounds, lines)
+            proxies = {"nginx": nginx.pid, "gateway": platform_pid()}
+            rows = benchmark(urls, direct, seconds, rounds, lines, proxies)
             gateway_port = int(platform.url.rsplit(":", 1)[1])
             firsts = ttfb({"direct": (ports[0], "/stream"), "nginx": (nginx_port, "/stream"),
                            "gateway": (gateway_port, f"{results[0]['path']}/stream")}, lines)
