@@ -35,10 +35,9 @@ _FAST_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH"
 _FALL_BACK = frozenset({b"expect", b"transfer-encoding", b"upgrade"})
 # The headers `_open_exchange` looks at (the rest pass through untouched).
 _NOTED = _FALL_BACK | {b"content-length", b"host", b"origin", b"authorization"}
-
-
-_NOT_RELAYED = HOP_BY_HOP | gw.PLATFORM_WRITES
+_NOT_RELAYED = HOP_BY_HOP | gw.PLATFORM_WRITES  # the worker's headers the client never gets
 _VIA_LINE = b"%b: %b\r\n" % gw.VIA
+
 _rendered: tuple[list[tuple[bytes, bytes]], bytes] = ([], b"")
 
 
@@ -138,7 +137,6 @@ class Exchange:
         self.path = path
         self.client_headers = client_headers
         self.authorization = authorization
-        # the worker's secret is added per send
         self.not_forwarded = lane.gateway.not_forwarded(endpoint, authorization)
         self.keep_alive = keep_alive
         self.body: list[bytes] = []
