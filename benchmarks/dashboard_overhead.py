@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import http.cookiejar
-import json
 import os
 import re
 import shutil
@@ -82,14 +81,12 @@ def endpoint_page(platform: Platform, endpoint_id: str) -> str:
 
 def _proc_stats() -> dict[int, tuple[int, float]]:
     """Every process's parent and CPU seconds (user + system), from /proc; empty elsewhere."""
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     stats = {}
     for entry in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = entry.read_text().rpartition(")")[2].split()
+            stats[int(entry.parent.name)] = lb_gateway.parent_and_cpu(entry.read_text())
         except OSError:  # gone meanwhile
             continue
-        stats[int(entry.parent.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
     return stats
 
 
@@ -463,11 +460,8 @@ def run(seconds: float, rounds: int, http_only: bool) -> None:
             print(f"  wrk {seconds:g} s per run on {url} (c=32: -t2 -c32, c=1: -t1 -c1), "
                   f"{rounds} rounds, order alternating, {SETTLE_S:g} s settle after each "
                   "switch")
-            from runpod_flash import config
-
-            platform_pid = int(json.loads(config.platform_info_path().read_text())["pid"])
             runs, states = measure(dashboard, url, [f"Authorization: {auth}"], seconds, rounds,
-                                   platform_pid)
+                                   lb_gateway.platform_pid())
             conditions = dashboard.conditions
         finally:
             if dashboard is not None:
