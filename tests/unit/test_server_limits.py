@@ -12,6 +12,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import uvicorn
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from runpod_flash.http.server_limits import LimitedHttpProtocol, ServerLimits
 from runpod_flash.platform.app import FrontDoor
@@ -305,3 +308,27 @@ def test_limits_come_from_the_environment_and_a_bad_value_names_the_variable(
     monkeypatch.setenv("FLASH_HEADER_TIMEOUT", "soon")
     with pytest.raises(ValueError, match="FLASH_HEADER_TIMEOUT"):
         ServerLimits.from_env()
+
+
+class _Transport:
+    """What uvicorn's protocol asks of a transport when a connection is made."""
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(
+            name, default)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+@pytest.mark.asyncio
+async def test_the_asgi_scope_made_on_demand_is_the_one_uvicorn_makes() -> None:
+    """The protocol skips uvicorn's `on_message_begin` (the fast lane needs no scope); the
+    scope it makes for the ASGI app must stay what uvicorn's would be."""
+    config = Config(app=lambda *_: None, http="httptools", lifespan="off")
+    config.load()
+    protocol = LimitedHttpProtocol.bound(LIMITS)(config=config, server_state=ServerState(),
+                                                 app_state={"shared": 1})
+    protocol.connection_made(_Transport())  # type: ignore[arg-type]
+    HttpToolsProtocol.on_message_begin(protocol)
+    assert protocol.asgi_scope() == protocol.scope

@@ -270,7 +270,13 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def handle_request(self) -> None:
         """Start the request whose head is complete (uvicorn's way: an ASGI task)."""
-        self.scope = {  # type: ignore[typeddict-item]
+        self.scope = self.asgi_scope()
+        super().on_headers_complete()
+
+    def asgi_scope(self) -> Any:
+        """The scope uvicorn's `on_message_begin` makes (uvicorn's `on_headers_complete`
+        completes it)."""
+        return {
             "type": "http",
             "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
             "http_version": "1.1",
@@ -281,7 +287,6 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             "headers": self.headers,
             "state": self.app_state.copy(),
         }
-        super().on_headers_complete()
 
     # between requests: swept deadlines instead of uvicorn's timer per response
     def on_response_complete(self) -> None:
