@@ -201,6 +201,17 @@ async def test_blank_lines_dripped_on_a_kept_alive_connection_do_not_keep_it_ope
 
 
 @pytest.mark.asyncio(loop_scope="module")
+async def test_a_head_begun_behind_a_slow_request_is_due_once_that_is_answered(
+        port: int) -> None:
+    """The next head's time starts when the connection is free again, so a slow request
+    (longer than the head timeout) is never cut off by the head pipelined behind it."""
+    client = await Client.connect(port)
+    await client.send(request("/slow") + b"GET / HTTP/1.1\r\n")
+    assert await client.answer() == (200, b"ok")
+    assert (await client.answer())[0] == 408
+
+
+@pytest.mark.asyncio(loop_scope="module")
 async def test_pipelined_requests_are_still_answered_in_order(port: int) -> None:
     client = await Client.connect(port)
     await client.send(request("/a") + request("/b") + request("/c"))

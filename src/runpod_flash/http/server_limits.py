@@ -226,16 +226,16 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
             return
-        if self._in_head:  # a head goes on into the next read: it is due from now on
+        if self._in_head:  # a head goes on into the next read
             self._head_split = True
-            if self._waiting is None:
-                self._wait(_HEAD, self.limits.head_timeout_s, self._head_timed_out)
             if self._heads == heads:  # all of this read belongs to it
                 self._head_seen += len(data)
                 if self._head_seen > self.limits.max_head_bytes:
                     self._head_too_large()
-        elif self._waiting is None and (self.cycle is None or self.cycle.response_complete):
-            # Bytes that began no request (blank lines): they have a head's time, no more.
+        if self._waiting is None and (self.cycle is None or self.cycle.response_complete):
+            # Nothing in flight: a head begun, or bytes that began none (blank lines), is
+            # due from now on. One behind a request in flight is due once that is answered
+            # (on_response_complete), so it never cuts a slow request off.
             self._wait(_HEAD, self.limits.head_timeout_s, self._head_timed_out)
 
     def _invalid_request(self) -> None:
