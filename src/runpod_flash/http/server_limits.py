@@ -157,6 +157,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_split = False  # the current head came in more than one read
         self._head_seen = 0  # bytes of the current head's reads after its first
         self._read = 0  # bytes in the read being parsed
+        self._message_open = False  # the parser is inside a request (head or body)
 
     @classmethod
     def bound(cls, limits: ServerLimits, **attributes: Any) -> type[LimitedHttpProtocol]:
@@ -244,9 +245,25 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.logger.warning(message)
         self.send_400_response(message)
 
+    @property
+    def between_requests(self) -> bool:
+        """The parser awaits a request line, no request is being answered, and the
+        connection was not refused: the next bytes begin a request."""
+        return not self._message_open and self._waiting is not _CLOSE and \
+            (self.cycle is None or self.cycle.response_complete)
+
+    def begin_parsed(self, url: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        """A whole request read without the parser (its head's bytes were parsed before:
+        the gateway's fast lane): the bookkeeping the parser's callbacks do for one."""
+        if self._waiting is not None:  # kept alive between requests: one has begun
+            self._stop_waiting()
+        self._heads += 1
+        self.url, self.headers = url, headers
+
     def on_message_begin(self) -> None:
         # uvicorn's, less the ASGI scope: a request the gateway's fast lane takes needs
         # none, so `handle_request` makes it for those that go to the ASGI app.
+        self._message_open = True
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
@@ -263,6 +280,15 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self._waiting is _HEAD:
             self._stop_waiting()
         self.handle_request()
+
+    def on_message_complete(self) -> None:
+        self.message_read()
+        super().on_message_complete()
+
+    def message_read(self) -> None:
+        """The parser is past a request's last byte (a subclass that takes the request
+        itself calls this instead of `on_message_complete`)."""
+        self._message_open = False
 
     def _head_size(self) -> int:
         """The request line and headers as parsed (the read they ended in may hold more)."""
