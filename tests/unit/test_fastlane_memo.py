@@ -20,9 +20,10 @@ from fleet_fakes import FakeProvider, make_endpoint, platform, ready, until
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
+from runpod_flash.http.memo import HeadMemo
 from runpod_flash.http.server_limits import ServerLimits
 from runpod_flash.platform.app import FrontDoor
-from runpod_flash.platform.fastlane import GatewayProtocol, HeadMemo, LaneRequest
+from runpod_flash.platform.fastlane import GatewayProtocol, LaneRequest
 from runpod_flash.platform.gateway import Gateway
 from runpod_flash.platform.metrics import Metrics
 from runpod_flash.platform.store import Store
@@ -91,7 +92,7 @@ class Lane:
     state: ServerState
 
     @property
-    def memo(self) -> HeadMemo:
+    def memo(self) -> HeadMemo[LaneRequest]:
         return self.protocol.memo
 
     async def reading_a_body(self, reading: bool = True) -> None:
@@ -254,7 +255,7 @@ async def test_a_head_that_came_in_pieces_is_not_remembered(store: Store) -> Non
 
 
 def test_the_memo_is_bounded_in_entries_and_in_head_size() -> None:
-    memo = HeadMemo()
+    memo = HeadMemo[LaneRequest]()
     request = LaneRequest(b"/ep/e/x", [], "GET", "/x", "/x", "e", None, None, None, True, 0)
     memo.add(b"x" * (HeadMemo.MAX_HEAD_BYTES + 1), request)
     assert len(memo) == 0

@@ -7,8 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from runpod_flash.http import parse
 from runpod_flash.http.errors import ConnectionClosed, ProtocolError
 from runpod_flash.http.headers import HOP_BY_HOP, content_length, end_to_end
+from runpod_flash.http.memo import HeadMemo
 from runpod_flash.http.parse import LAST_CHUNK, ResponseParser, chunk, request_head
 
 # --- the property: our parser reads what h11 reads --------------------------------------
@@ -100,19 +102,9 @@ def _h11_reads(method: str, data: bytes, close: bool) -> tuple[int, list, bytes,
     return response.status_code, list(response.headers), body, conn.their_state is h11.DONE
 
 
-@settings(max_examples=100, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(exchange=exchanges(), data=st.data())
-def test_parser_agrees_with_h11_on_valid_responses_fed_in_random_pieces(
-    exchange: tuple[str, bytes, bool], data: st.DataObject
-) -> None:
-    method, wire, close = exchange
-    status, headers, body, keep_alive = _h11_reads(method, wire, close)
-
-    cuts = sorted(set(data.draw(st.lists(st.integers(1, len(wire) - 1), max_size=12))))
-    parser = ResponseParser(head_request=method == "HEAD")
-    for start, end in zip([0, *cuts], [*cuts, len(wire)], strict=True):
-        parser.feed(wire[start:end])
+def _assert_reads_like_h11(parser: ResponseParser, method: str, wire: bytes, close: bool,
+                           expected: tuple[int, list, bytes, bool]) -> None:
+    status, headers, body, keep_alive = expected
     if close:
         assert not parser.complete
         parser.feed_eof()
@@ -126,6 +118,93 @@ def test_parser_agrees_with_h11_on_valid_responses_fed_in_random_pieces(
               and b"\r\ntransfer-encoding:" not in wire.lower()):
         # (a HEAD answer without framing headers: see the explicit keep-alive test)
         assert parser.keep_alive == keep_alive
+
+
+@settings(max_examples=100, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(exchange=exchanges(), data=st.data())
+def test_parser_agrees_with_h11_on_valid_responses_fed_in_random_pieces(
+    exchange: tuple[str, bytes, bool], data: st.DataObject
+) -> None:
+    method, wire, close = exchange
+    expected = _h11_reads(method, wire, close)
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, len(wire) - 1), max_size=12))))
+    parser = ResponseParser(head_request=method == "HEAD")
+    for start, end in zip([0, *cuts], [*cuts, len(wire)], strict=True):
+        parser.feed(wire[start:end])
+    _assert_reads_like_h11(parser, method, wire, close, expected)
+
+
+@settings(max_examples=100, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(exchange=exchanges())
+def test_a_response_read_whole_again_reads_as_h11_reads_it(
+    exchange: tuple[str, bytes, bool]
+) -> None:
+    """The second time, a response whose head was remembered is not parsed at all."""
+    method, wire, close = exchange
+    expected = _h11_reads(method, wire, close)
+    for _ in range(2):
+        parser = ResponseParser(head_request=method == "HEAD")
+        parser.feed(wire)
+        _assert_reads_like_h11(parser, method, wire, close, expected)
+
+
+@pytest.fixture
+def known_heads(monkeypatch: pytest.MonkeyPatch) -> HeadMemo[parse.KnownHead]:
+    memo: HeadMemo[parse.KnownHead] = HeadMemo()
+    monkeypatch.setattr(parse, "_KNOWN_HEADS", memo)
+    return memo
+
+
+KNOWN = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\n"
+
+
+def test_a_whole_response_is_remembered_and_the_next_one_keeps_its_own_body(
+    known_heads: HeadMemo[parse.KnownHead]
+) -> None:
+    first = ResponseParser()
+    first.feed(KNOWN + b"first")
+    assert known_heads.get(KNOWN) == (200, first.headers, True, 5)
+    second = ResponseParser()
+    second.feed(KNOWN + b"again")
+    assert second.headers is first.headers  # the remembered head, not a new parse
+    assert (second.complete, second.status, second.keep_alive, second.take()) == \
+        (True, 200, True, b"again")
+    with pytest.raises(ProtocolError, match="after the end"):
+        second.feed(b"x")
+    reused = second.reuse()  # the connection carries on: the parser reads the next answer
+    reused.feed(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+    assert (reused.complete, reused.status) == (True, 404)
+
+
+@pytest.mark.parametrize("reads", [
+    pytest.param([KNOWN + b"fir", b"st"], id="body-in-two-reads"),
+    pytest.param([KNOWN[:10], KNOWN[10:] + b"first"], id="head-in-two-reads"),
+    pytest.param([b"HTTP/1.1 100 Continue\r\n\r\n" + KNOWN + b"first"], id="after-100"),
+    pytest.param([b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                  b"5\r\nfirst\r\n0\r\n\r\n"], id="chunked"),
+    pytest.param([b"HTTP/1.1 200 OK\r\n\r\nfirst"], id="until-close"),
+])
+def test_only_a_head_and_its_declared_body_in_one_first_read_are_remembered(
+    known_heads: HeadMemo[parse.KnownHead], reads: list[bytes]
+) -> None:
+    parser = ResponseParser()
+    for data in reads:
+        parser.feed(data)
+    assert parser.head_complete and parser.take() == b"first"
+    assert len(known_heads) == 0
+
+
+def test_a_remembered_head_with_part_of_its_body_is_parsed(
+    known_heads: HeadMemo[parse.KnownHead]
+) -> None:
+    ResponseParser().feed(KNOWN + b"first")
+    parser = ResponseParser()
+    parser.feed(KNOWN + b"ab")
+    assert parser.head_complete and not parser.complete
+    parser.feed(b"cde")
+    assert parser.complete and parser.take() == b"abcde"
 
 
 # --- explicit cases ----------------------------------------------------------------------

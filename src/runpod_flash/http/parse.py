@@ -2,7 +2,9 @@
 
 httptools (llhttp, uvicorn's parser) does the byte-level work; this adds what a client must
 know that the parser cannot: a `HEAD` answer has no body whatever its headers say, interim
-`1xx` responses come before the real one, and a body without length ends at close.
+`1xx` responses come before the real one, and a body without length ends at close. A
+server answers a route with the same head over and over: a response that arrives whole is
+read through a memo of heads (`http.memo`) instead of the parser when its head was seen.
 """
 
 from __future__ import annotations
@@ -12,7 +14,13 @@ from collections import deque
 import httptools
 
 from runpod_flash.http.errors import ConnectionClosed, ProtocolError
-from runpod_flash.http.headers import Headers
+from runpod_flash.http.headers import Headers, content_length
+from runpod_flash.http.memo import HeadMemo
+
+# A final response's head, by its bytes: (status, headers, keep-alive, body length). Shared
+# by every parser in the process: a worker answers a route with the same head all second.
+KnownHead = tuple[int, Headers, bool, int]
+_KNOWN_HEADS: HeadMemo[KnownHead] = HeadMemo()
 
 
 class ResponseParser:
@@ -63,10 +71,40 @@ class ResponseParser:
         self.started = False  # any byte of a response (interim ones included) arrived
 
     def feed(self, data: bytes) -> None:
-        """Parse `data`; raises ProtocolError on bytes that are not a valid response."""
-        self.started = True
+        """Parse `data`; raises ProtocolError on bytes that are not a valid response.
+
+        A response that comes whole in its first read, with a head parsed before, is taken
+        from `_KNOWN_HEADS` without the parser; one whose head and declared body are its
+        whole first read is remembered there.
+        """
         if self.complete:
             raise ProtocolError("server sent data after the end of the response")
+        if self.started or self._head_request:
+            self._parse(data)
+            return
+        self.started = True
+        end = data.find(b"\r\n\r\n") + 4
+        if end < 4:
+            self._parse(data)
+            return
+        head = data[:end]
+        known = _KNOWN_HEADS.get(head)
+        if known is not None and known[3] == len(data) - end:
+            self.status, self.headers, self.keep_alive, length = known
+            self.head_complete = self.complete = True
+            if length:
+                self.chunks.append(data[end:])
+                self.buffered = length
+            return
+        self._parse(data)
+        if self.complete and self.buffered == len(data) - end and \
+                content_length(self.headers) == self.buffered:
+            # The parser agrees: this head (not an interim one before it, not a shorter one
+            # ended by bare LFs), then exactly its declared body, and no more.
+            _KNOWN_HEADS.add(head, (self.status, self.headers, self.keep_alive, self.buffered))
+
+    def _parse(self, data: bytes) -> None:
+        self.started = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:

@@ -37,6 +37,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 from runpod_flash.http.aio import Response
 from runpod_flash.http.errors import ConnectionClosed, HttpError, ResponseTimeout
 from runpod_flash.http.headers import HOP_BY_HOP, Headers, content_length, rendered_end_to_end
+from runpod_flash.http.memo import HeadMemo
 from runpod_flash.http.parse import ResponseParser, request_head
 from runpod_flash.http.server_limits import Deadlines, LimitedHttpProtocol, ServerLimits
 from runpod_flash.platform import gateway as gw
@@ -129,7 +130,7 @@ _LANE_WATCH = _LaneWatch()  # stateless: one serves every exchange
 class LaneRequest:
     """What the lane takes from a request's head: a function of the head's bytes alone
     (the platform's state is consulted afresh for every request, in `_exchange_for`), so
-    one parse serves every later request with the same head (`HeadMemo`)."""
+    one parse serves every later request with the same head (`http.memo.HeadMemo`)."""
 
     __slots__ = ("authorization", "endpoint_id", "headers", "host", "keep_alive", "length",
                  "method", "origin", "path", "rendered", "target", "url")
@@ -159,32 +160,6 @@ class LaneRequest:
         if rendered is False:
             rendered = self.rendered[skip] = rendered_end_to_end(self.headers, skip)
         return rendered  # type: ignore[return-value]
-
-
-class HeadMemo:
-    """Request heads already parsed, by their bytes: an API client on a kept-alive
-    connection sends the same head again and again, and the lane then skips the parser's
-    callbacks and the head's rendering (most of its work before the request is on its
-    way). Bounded in entries and in the size of each head; cleared when full."""
-
-    MAX_ENTRIES = 1024
-    MAX_HEAD_BYTES = 4096
-
-    def __init__(self) -> None:
-        self._requests: dict[bytes, LaneRequest] = {}
-
-    def get(self, head: bytes) -> LaneRequest | None:
-        return self._requests.get(head)
-
-    def add(self, head: bytes, request: LaneRequest) -> None:
-        if len(head) > self.MAX_HEAD_BYTES:
-            return
-        if len(self._requests) >= self.MAX_ENTRIES:
-            self._requests.clear()
-        self._requests[head] = request
-
-    def __len__(self) -> int:
-        return len(self._requests)
 
 
 class Exchange:
@@ -400,7 +375,7 @@ class GatewayProtocol(LimitedHttpProtocol):
     gateway: gw.Gateway  # set by `for_gateway`
     front_door: FrontDoor
     deadlines: Deadlines
-    memo: HeadMemo
+    memo: HeadMemo[LaneRequest]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -412,7 +387,7 @@ class GatewayProtocol(LimitedHttpProtocol):
         cls, gateway: gw.Gateway, front_door: FrontDoor, limits: ServerLimits
     ) -> type[GatewayProtocol]:
         return cls.bound(limits, gateway=gateway, front_door=front_door,  # type: ignore[return-value]
-                         memo=HeadMemo())
+                         memo=HeadMemo[LaneRequest]())
 
     def data_received(self, data: bytes) -> None:
         """A head seen before, whole in this read with its whole body, between requests:
