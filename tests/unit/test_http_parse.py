@@ -135,7 +135,7 @@ def test_parser_agrees_with_h11_on_valid_responses_fed_in_random_pieces(
     _assert_reads_like_h11(parser, method, wire, close, expected)
 
 
-@settings(max_examples=100, deadline=None, database=None,
+@settings(max_examples=60, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(exchange=exchanges())
 def test_a_response_read_whole_again_reads_as_h11_reads_it(
