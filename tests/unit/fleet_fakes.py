@@ -106,11 +106,13 @@ class FakeProvider:
 
 
 class PingServer:
-    """Answers every request with `status` ("hang": never answers; "close": hangs up)."""
+    """Answers every request with `status` ("hang": never answers; "close": hangs up;
+    "echo": 200 with the request's body)."""
 
     def __init__(self) -> None:
         self.status: int | str = 200
         self.heads: list[bytes] = []
+        self.bodies: list[bytes] = []
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -129,6 +131,11 @@ class PingServer:
         await asyncio.wait_for(asyncio.gather(*self._handlers, return_exceptions=True), 5)
         await self._server.wait_closed()
 
+    def requests(self) -> list[tuple[bytes, bytes]]:
+        """(head, body) of each request received but the health checks' `/ping`."""
+        return [(head, body) for head, body in zip(self.heads, self.bodies, strict=True)
+                if not head.startswith(b"GET /ping ")]
+
     def header(self, name: bytes, request: int = -1) -> bytes | None:
         """A header of a request received (the last one by default)."""
         for line in self.heads[request].split(b"\r\n")[1:]:
@@ -144,19 +151,35 @@ class PingServer:
         self._handlers.add(task)
         try:
             while True:
-                self.heads.append(await reader.readuntil(b"\r\n\r\n"))
+                head = await reader.readuntil(b"\r\n\r\n")
+                body = await reader.readexactly(declared_length(head))
+                self.heads.append(head)
+                self.bodies.append(body)
                 if self.status == "hang":
                     continue
                 if self.status == "close":
                     break
-                writer.write(f"HTTP/1.1 {self.status} Status\r\nContent-Length: 0\r\n\r\n"
-                             .encode())
+                if self.status == "echo":
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%b"
+                                 % (len(body), body))
+                else:
+                    writer.write(f"HTTP/1.1 {self.status} Status\r\nContent-Length: 0\r\n\r\n"
+                                 .encode())
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
             self._writers.discard(writer)
             writer.close()
+
+
+def declared_length(head: bytes) -> int:
+    """The Content-Length of a request or response head (0 without one)."""
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
 
 
 # -- helpers ----------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The fast lane's memo of request heads: the gateway's own protocol, served on a real socket
-in front of a real HTTP worker (an echo server), with the real supervisor and gateway.
+in front of a real HTTP worker (fleet_fakes' server, echoing), with the real supervisor and
+gateway.
 
 A head seen before skips the parser; these tests hold that nothing else changes: each
 request keeps its own body, the platform is asked afresh each time, and bytes that are not
@@ -13,10 +14,17 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
-from fleet_fakes import FakeProvider, make_endpoint, platform, ready, until
+from fleet_fakes import (
+    FakeProvider,
+    PingServer,
+    declared_length,
+    make_endpoint,
+    platform,
+    ready,
+    until,
+)
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
@@ -32,62 +40,13 @@ from runpod_flash.platform.supervisor import Supervisor
 IO_TIMEOUT_S = 5.0
 
 
-class EchoWorker:
-    """A worker over real HTTP/1.1: answers each request (`/ping` too) with its body."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[bytes, bytes]] = []  # (head, body), /ping excluded
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[Any]] = set()
-
-    async def __aenter__(self) -> EchoWorker:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._handlers):
-            task.cancel()
-        await asyncio.wait_for(asyncio.gather(*self._handlers, return_exceptions=True), 5)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                body = await reader.readexactly(_length(head))
-                if not head.startswith(b"GET /ping "):
-                    self.requests.append((head, body))
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%b"
-                             % (len(body), body))
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            self._handlers.discard(task)
-            writer.close()
-
-
-def _length(head: bytes) -> int:
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return int(value)
-    return 0
-
-
 @dataclass
 class Lane:
     """The gateway's protocol on a port of its own, with one ready worker behind it."""
 
     port: int
     protocol: type[GatewayProtocol]
-    worker: EchoWorker
+    worker: PingServer  # answering "echo"
     supervisor: Supervisor
     state: ServerState
 
@@ -106,9 +65,10 @@ class Lane:
 
 @contextlib.asynccontextmanager
 async def lane_server(store: Store) -> AsyncIterator[Lane]:
-    async with EchoWorker() as worker, platform(store, FakeProvider()) as supervisor:
+    async with PingServer() as worker, platform(store, FakeProvider()) as supervisor:
+        worker.status = "echo"
         endpoint = make_endpoint(supervisor.fleet, type="LB")
-        await ready(supervisor, endpoint, worker)  # type: ignore[arg-type]  # answers /ping
+        await ready(supervisor, endpoint, worker)
         gateway = Gateway(supervisor, "platform-token", None, Metrics(supervisor, lambda _: 0))
         protocol = GatewayProtocol.for_gateway(gateway, FrontDoor(8000), ServerLimits())
         config = Config(app=gateway, http="httptools", lifespan="off", log_level="warning")
@@ -138,7 +98,7 @@ class Client:
 
     async def answer(self) -> tuple[int, bytes]:
         head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), IO_TIMEOUT_S)
-        body = await asyncio.wait_for(self.reader.readexactly(_length(head)), IO_TIMEOUT_S)
+        body = await asyncio.wait_for(self.reader.readexactly(declared_length(head)), IO_TIMEOUT_S)
         return int(head.split(b" ", 2)[1]), body
 
 
@@ -184,21 +144,21 @@ async def test_a_repeated_head_is_parsed_once_and_each_request_keeps_its_own_bod
             await conn.send(head + body)
             assert await conn.answer() == (200, body)
         assert parsed == []  # none went through the parser's callbacks
-        assert [body for _, body in lane.worker.requests[-5:]] == bodies
+        assert [body for _, body in lane.worker.requests()[-5:]] == bodies
         assert all(seen.startswith(b"POST /echo HTTP/1.1\r\n") and b"via: 1.1 openflash" in seen
-                   for seen, _ in lane.worker.requests[-5:])
+                   for seen, _ in lane.worker.requests()[-5:])
 
 
 @pytest.mark.asyncio
 async def test_the_platform_is_asked_afresh_for_a_remembered_head(store: Store) -> None:
     async with lane_server(store) as lane, client(lane) as conn:
         await warmed(lane, conn, GET)
-        forwarded = len(lane.worker.requests)
+        forwarded = len(lane.worker.requests())
         del lane.supervisor.endpoints["ep"]  # undeployed meanwhile
         await conn.send(GET)
         status, body = await conn.answer()
         assert status == 404 and b"not found" in body
-        assert len(lane.worker.requests) == forwarded
+        assert len(lane.worker.requests()) == forwarded
 
 
 @pytest.mark.asyncio
@@ -221,7 +181,7 @@ async def test_a_remembered_head_with_a_request_pipelined_behind_it(store: Store
         await warmed(lane, conn, head, b"one")
         await conn.send(head + b"two" + head + b"333")
         assert [await conn.answer(), await conn.answer()] == [(200, b"two"), (200, b"333")]
-        assert [body for _, body in lane.worker.requests[-2:]] == [b"two", b"333"]
+        assert [body for _, body in lane.worker.requests()[-2:]] == [b"two", b"333"]
 
 
 @pytest.mark.asyncio
@@ -231,14 +191,14 @@ async def test_a_remembered_head_inside_a_body_is_body(store: Store) -> None:
     smuggled = b"GET /ep/ep/smuggled HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"
     async with lane_server(store) as lane, client(lane) as conn:
         await warmed(lane, conn, smuggled)
-        forwarded = len(lane.worker.requests)
+        forwarded = len(lane.worker.requests())
         await conn.send(post(len(smuggled), b"/ep/nowhere/x"))
         assert (await conn.answer())[0] == 404
         await conn.send(smuggled)  # the body of that POST
         await lane.reading_a_body(False)
         await conn.send(GET)
         assert await conn.answer() == (200, b"")
-        assert [head.split(b"\r\n")[0] for head, _ in lane.worker.requests[forwarded:]] == \
+        assert [head.split(b"\r\n")[0] for head, _ in lane.worker.requests()[forwarded:]] == \
             [b"GET /hello HTTP/1.1"]
 
 

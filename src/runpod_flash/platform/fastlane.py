@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
@@ -127,33 +128,26 @@ class _LaneWatch:
 _LANE_WATCH = _LaneWatch()  # stateless: one serves every exchange
 
 
+@dataclass(slots=True)
 class LaneRequest:
     """What the lane takes from a request's head: a function of the head's bytes alone
     (the platform's state is consulted afresh for every request, in `_exchange_for`), so
     one parse serves every later request with the same head (`http.memo.HeadMemo`)."""
 
-    __slots__ = ("authorization", "endpoint_id", "headers", "host", "keep_alive", "length",
-                 "method", "origin", "path", "rendered", "target", "url")
-
-    def __init__(
-        self, url: bytes, headers: Headers, method: str, target: str, path: str,
-        endpoint_id: str, host: bytes | None, origin: bytes | None,
-        authorization: bytes | None, keep_alive: bool, length: int,
-    ) -> None:
-        self.url = url
-        self.headers = headers
-        self.method = method
-        self.target = target
-        self.path = path
-        self.endpoint_id = endpoint_id
-        self.host = host
-        self.origin = origin
-        self.authorization = authorization
-        self.keep_alive = keep_alive
-        self.length = length
-        # `rendered_end_to_end(headers, skip)` for each `skip` it was asked for (two at most:
-        # gateway.not_forwarded's sets)
-        self.rendered: dict[frozenset[bytes], bytes | None] = {}
+    url: bytes
+    headers: Headers
+    method: str
+    target: str
+    path: str
+    endpoint_id: str
+    host: bytes | None
+    origin: bytes | None
+    authorization: bytes | None
+    keep_alive: bool
+    length: int
+    # `rendered_end_to_end(headers, skip)` for each `skip` asked for (two at most:
+    # gateway.not_forwarded's sets)
+    rendered: dict[frozenset[bytes], bytes | None] = field(default_factory=dict)
 
     def lines(self, skip: frozenset[bytes]) -> bytes | None:
         rendered = self.rendered.get(skip, False)
