@@ -259,6 +259,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._stop_waiting()
         self._heads += 1
         self.url, self.headers = url, headers
+        self.expect_100_continue = False
 
     def on_message_begin(self) -> None:
         # uvicorn's, less the ASGI scope: a request the gateway's fast lane takes needs
