@@ -84,7 +84,7 @@ class ResponseParser:
             return
         self.started = True
         end = data.find(b"\r\n\r\n") + 4
-        if end < 4:
+        if not 3 < end <= HeadMemo.MAX_HEAD_BYTES:  # no head, or one never remembered
             self._parse(data)
             return
         head = data[:end]

@@ -389,7 +389,7 @@ class GatewayProtocol(LimitedHttpProtocol):
         the parser."""
         if self.between_requests:
             end = data.find(b"\r\n\r\n") + 4
-            if end > 3:
+            if 3 < end <= HeadMemo.MAX_HEAD_BYTES:  # (a longer one is never remembered)
                 request = self.memo.get(data[:end])
                 if request is not None and len(data) - end == request.length and \
                         self._take_remembered(request, data[end:]):
