@@ -67,6 +67,14 @@ class Client:
     async def connect(cls, port: int) -> Client:
         return cls(*await asyncio.open_connection("127.0.0.1", port))
 
+    @classmethod
+    async def kept_alive(cls, port: int) -> Client:
+        """A connection kept alive after one request answered."""
+        client = await cls.connect(port)
+        await client.send(request())
+        assert await client.answer() == (200, b"ok")
+        return client
+
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
         await self.writer.drain()
@@ -169,9 +177,7 @@ async def test_a_head_that_does_not_arrive_in_time_is_408(port: int) -> None:
 @pytest.mark.asyncio(loop_scope="module")
 async def test_an_idle_kept_alive_connection_closes_after_the_keep_alive_timeout(
         port: int) -> None:
-    client = await Client.connect(port)
-    await client.send(request())
-    assert await client.answer() == (200, b"ok")
+    client = await Client.kept_alive(port)
     assert not await client.closed(within=LIMITS.keep_alive_s * 0.6)  # kept alive a while
     assert await client.closed(within=LIMITS.keep_alive_s + 0.5)
 
@@ -179,9 +185,7 @@ async def test_an_idle_kept_alive_connection_closes_after_the_keep_alive_timeout
 @pytest.mark.asyncio(loop_scope="module")
 async def test_the_next_request_on_a_kept_alive_connection_has_the_head_timeout(
         port: int) -> None:
-    client = await Client.connect(port)
-    await client.send(request())
-    assert await client.answer() == (200, b"ok")
+    client = await Client.kept_alive(port)
     await client.send(b"GET / HTTP/1.1\r\n")  # begun, never finished
     assert (await client.answer())[0] == 408
 
@@ -190,9 +194,7 @@ async def test_the_next_request_on_a_kept_alive_connection_has_the_head_timeout(
 async def test_blank_lines_dripped_on_a_kept_alive_connection_do_not_keep_it_open(
         port: int) -> None:
     """Bytes that begin no request have a head's time, and a drip does not extend it."""
-    client = await Client.connect(port)
-    await client.send(request())
-    assert await client.answer() == (200, b"ok")
+    client = await Client.kept_alive(port)
     deadline = asyncio.get_running_loop().time() + 5 * (LIMITS.keep_alive_s + 0.5)
     while not await client.closed(within=0.06):
         assert asyncio.get_running_loop().time() < deadline, "blank lines kept it open"
